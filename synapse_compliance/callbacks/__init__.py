@@ -1,0 +1,1 @@
+"""Synapse glue: callbacks that gather facts, ask the core, and translate its decisions."""

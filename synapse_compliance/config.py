@@ -1,0 +1,177 @@
+"""Module configuration: frozen attrs classes and a strict, pure parser.
+
+Theory of operation: `parse_config(raw)` turns the `config:` mapping of the module's entry in
+`homeserver.yaml` into a `ComplianceConfig`, or raises `ConfigProblem(path, message)`. The path is
+the full key path relative to the module's config (list items as `<item N>`, the way Synapse spells
+them), so Synapse prints `modules.<item 0>.config.identity.required_for.<item 2>`. An empty or
+missing config gives the safe defaults of DESIGN §3. Unknown keys are refused, so a typo never
+silently disables a rule.
+
+This module imports nothing from Synapse and does no I/O (it may import `core`); secrets named here (key files) are read
+by `synapse_compliance.keys`.
+"""
+
+from collections.abc import Mapping, Sequence
+from enum import Enum
+from typing import TypeVar
+
+import attrs
+
+from synapse_compliance.core.groups import DirectChats
+from synapse_compliance.core.identity import GatedAction
+
+ConfigPath = tuple[str, ...]
+
+E = TypeVar("E", bound=Enum)
+
+
+class ConfigProblem(Exception):
+    """A config value is invalid. `path` is relative to the module's `config:` mapping."""
+
+    def __init__(self, path: ConfigPath, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+    def dotted(self, prefix: str = "") -> str:
+        """The path as Synapse prints it, e.g. `identity.required_for.<item 1>`."""
+        parts = [prefix, *self.path] if prefix else list(self.path)
+        return ".".join(parts)
+
+
+# The gates this version enforces. Listing another action in `identity.required_for` is accepted
+# (it is part of the contract) and logged at start-up as not yet enforced.
+ENFORCED_ACTIONS = frozenset({GatedAction.CREATE_GROUP})
+
+
+@attrs.frozen
+class ScopeConfig:
+    """Which rooms the rules apply to."""
+
+    direct_chats: DirectChats = DirectChats.IGNORE
+
+
+@attrs.frozen
+class IdentityConfig:
+    """Verified identities (DESIGN §4.2)."""
+
+    required_for: frozenset[GatedAction] = frozenset(GatedAction)
+    help_url: str | None = None
+    pii_key_file: str | None = None
+
+
+@attrs.frozen
+class ComplianceConfig:
+    """The whole module configuration."""
+
+    scope: ScopeConfig = ScopeConfig()
+    identity: IdentityConfig = IdentityConfig()
+
+
+def parse_config(raw: object) -> ComplianceConfig:
+    """Parse and validate the module's raw config.
+
+    Args:
+        raw: the `config:` value from `homeserver.yaml` (`None` when omitted).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigProblem: naming the key path, the bad value and what is accepted.
+    """
+    top = _mapping(raw, ())
+    _reject_unknown(top, {"scope", "identity"}, ())
+    return ComplianceConfig(
+        scope=_parse_scope(top.get("scope"), ("scope",)),
+        identity=_parse_identity(top.get("identity"), ("identity",)),
+    )
+
+
+def _parse_scope(raw: object, path: ConfigPath) -> ScopeConfig:
+    d = _mapping(raw, path)
+    _reject_unknown(d, {"direct_chats"}, path)
+    default = ScopeConfig()
+    return ScopeConfig(
+        direct_chats=_enum(d, "direct_chats", DirectChats, default.direct_chats, path),
+    )
+
+
+def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
+    d = _mapping(raw, path)
+    _reject_unknown(d, {"required_for", "help_url", "pii_key_file"}, path)
+    default = IdentityConfig()
+    required_for = default.required_for
+    if "required_for" in d:
+        required_for = _enum_set(d["required_for"], GatedAction, (*path, "required_for"))
+    help_url = _optional_str(d, "help_url", path)
+    if help_url is not None and not help_url.startswith(("https://", "http://")):
+        raise ConfigProblem(
+            (*path, "help_url"), f"must be an http(s) URL; got {help_url!r}"
+        )
+    return IdentityConfig(
+        required_for=required_for,
+        help_url=help_url,
+        pii_key_file=_optional_str(d, "pii_key_file", path),
+    )
+
+
+# --- small typed readers; each names the full path in its error --------------------------------
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _mapping(raw: object, path: ConfigPath) -> Mapping[str, object]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigProblem(path, f"expected a mapping; got {_describe(raw)}")
+    for key in raw:
+        if not isinstance(key, str):
+            raise ConfigProblem(path, f"keys must be strings; got {_describe(key)}")
+    return raw
+
+
+def _reject_unknown(d: Mapping[str, object], allowed: set[str], path: ConfigPath) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ConfigProblem(
+            (*path, unknown[0]),
+            f"unknown option {unknown[0]!r}; accepted here: {', '.join(sorted(allowed))}",
+        )
+
+
+def _optional_str(d: Mapping[str, object], key: str, path: ConfigPath) -> str | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigProblem((*path, key), f"expected a non-empty string; got {_describe(value)}")
+    return value
+
+
+def _enum(
+    d: Mapping[str, object], key: str, enum_type: type[E], default: E, path: ConfigPath
+) -> E:
+    if key not in d or d[key] is None:
+        return default
+    return _enum_value(d[key], enum_type, (*path, key))
+
+
+def _enum_value(value: object, enum_type: type[E], path: ConfigPath) -> E:
+    accepted = [str(member.value) for member in enum_type]
+    if isinstance(value, str):
+        for member in enum_type:
+            if member.value == value:
+                return member
+    raise ConfigProblem(path, f"got {_describe(value)}; accepted: {', '.join(accepted)}")
+
+
+def _enum_set(raw: object, enum_type: type[E], path: ConfigPath) -> frozenset[E]:
+    if isinstance(raw, str) or not isinstance(raw, Sequence):
+        raise ConfigProblem(path, f"expected a list; got {_describe(raw)}")
+    members = [_enum_value(item, enum_type, (*path, f"<item {i}>")) for i, item in enumerate(raw)]
+    return frozenset(members)

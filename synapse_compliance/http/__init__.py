@@ -1,0 +1,1 @@
+"""Admin and self-service HTTP resources under `/_synapse/client/compliance/v1/`."""

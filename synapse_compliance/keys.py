@@ -1,0 +1,95 @@
+"""Secret key files: reading them at start-up and generating them (`synapse-compliance keygen`).
+
+A PII key file holds one line: the standard base64 encoding of 32 random bytes (an AES-256 key).
+Its key id is derived from the key itself (first 16 hex digits of its SHA-256), so records can
+name the key that sealed them without the file having to carry an id, and a rotated key always
+gets a new id.
+"""
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import attrs
+
+from synapse_compliance.config import ComplianceConfig, ConfigPath, ConfigProblem
+
+PII_KEY_BYTES = 32
+
+
+@attrs.frozen
+class PiiKey:
+    """An AES-256 key for personal data. The key bytes never appear in repr or logs."""
+
+    key_id: str
+    key: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen
+class ComplianceSettings:
+    """The parsed config together with the secrets it names, as handed to the module."""
+
+    config: ComplianceConfig
+    pii_key: PiiKey | None = None
+
+
+def load_settings(config: ComplianceConfig) -> ComplianceSettings:
+    """Read the secret files the config names.
+
+    Raises:
+        ConfigProblem: a file is missing, unreadable or malformed (path names the config key).
+    """
+    pii_key = None
+    if config.identity.pii_key_file is not None:
+        pii_key = read_pii_key(config.identity.pii_key_file, ("identity", "pii_key_file"))
+    return ComplianceSettings(config=config, pii_key=pii_key)
+
+
+def key_id_for(key: bytes) -> str:
+    """The stable id of a key: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def read_pii_key(file_name: str, path: ConfigPath) -> PiiKey:
+    """Read and check a PII key file.
+
+    Raises:
+        ConfigProblem: at `path`, saying what is wrong with the file and how to make a good one.
+    """
+    hint = "generate one with `synapse-compliance keygen --pii-key <file>`"
+    try:
+        text = Path(file_name).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigProblem(path, f"cannot read key file {file_name!r}: {e}; {hint}") from None
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error:
+        raise ConfigProblem(
+            path, f"key file {file_name!r} is not base64 text; {hint}"
+        ) from None
+    if len(key) != PII_KEY_BYTES:
+        raise ConfigProblem(
+            path,
+            f"key file {file_name!r} holds {len(key)} bytes; an AES-256 key needs "
+            f"{PII_KEY_BYTES}; {hint}",
+        )
+    return PiiKey(key_id=key_id_for(key), key=key)
+
+
+def write_pii_key(file_name: str, *, force: bool = False) -> PiiKey:
+    """Create a new random PII key file readable by its owner only.
+
+    Raises:
+        FileExistsError: the file exists and `force` is false.
+    """
+    key = secrets.token_bytes(PII_KEY_BYTES)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    fd = os.open(file_name, flags, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(base64.b64encode(key).decode("ascii") + "\n")
+    os.chmod(file_name, stat.S_IRUSR | stat.S_IWUSR)
+    return PiiKey(key_id=key_id_for(key), key=key)

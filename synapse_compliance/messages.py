@@ -1,0 +1,50 @@
+"""Human wording of refusals. The core decides; this module only says it in words.
+
+Messages never contain personal data: they speak of the user's status, never of their identity.
+"""
+
+from synapse_compliance.core.decision import Decision
+from synapse_compliance.core.identity import GatedAction
+
+REASON_FIELD = "io.synapse_compliance.reason"
+HELP_URL_FIELD = "io.synapse_compliance.help_url"
+STATUS_FIELD = "io.synapse_compliance.status"
+
+_ACTION_WORDS = {
+    GatedAction.CREATE_GROUP.value: "create a group",
+    GatedAction.JOIN_GROUP.value: "join a group",
+    GatedAction.INVITE.value: "invite people to a group",
+    GatedAction.SEND_IN_GROUP.value: "send messages in a group",
+    GatedAction.MANAGE_GROUP.value: "manage a group",
+}
+
+_STATUS_WORDS = {
+    "unverified": "Your identity has not been verified yet.",
+    "pending": "Your identity verification is still pending.",
+    "expired": "Your identity verification has expired and must be renewed.",
+    "revoked": "Your identity verification was revoked.",
+}
+
+
+def identity_refusal_message(decision: Decision, help_url: str | None) -> str:
+    """The `error` text for an `identity_unverified` refusal."""
+    action = _ACTION_WORDS.get(str(decision.facts.get("action")), "do this")
+    status = _STATUS_WORDS.get(str(decision.facts.get("status")), "")
+    how = (
+        f"Find out how to get verified at {help_url}"
+        if help_url
+        else "Ask this server's administrators how to get your identity verified."
+    )
+    return f"You need a verified identity to {action}. {status} {how}".replace("  ", " ")
+
+
+def identity_refusal_fields(decision: Decision, help_url: str | None) -> dict[str, object]:
+    """The Matrix error fields (message plus namespaced machine fields) for an identity refusal."""
+    fields: dict[str, object] = {
+        "error": identity_refusal_message(decision, help_url),
+        REASON_FIELD: decision.reason_code,
+        STATUS_FIELD: decision.facts.get("status"),
+    }
+    if help_url:
+        fields[HELP_URL_FIELD] = help_url
+    return fields

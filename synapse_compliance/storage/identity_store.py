@@ -1,0 +1,168 @@
+"""Verified-identity state: the current verification per user and every change to it.
+
+The current row is a projection of the history; both, and the audit entry of the admin action
+that caused the change, are written in one transaction. The gate reads the current state through
+a `@cached` lookup that is invalidated across workers on every change (SYNAPSE_FACTS §12).
+"""
+
+import attrs
+from synapse.module_api import LoggingTransaction, ModuleApi, cached
+
+from synapse_compliance._synapse_private import get_clock
+from synapse_compliance.core.decision import Decision
+from synapse_compliance.core.identity import (
+    NEVER_VERIFIED,
+    Verification,
+    VerificationChangeRequest,
+    VerificationStatus,
+    apply_verification_change,
+    decide_verification_change,
+)
+from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
+from synapse_compliance.storage.schema import SchemaManager
+
+
+@attrs.frozen
+class VerificationChangeOutcome:
+    """The decision on a change and the verification in force afterwards."""
+
+    decision: Decision
+    verification: Verification
+
+
+@attrs.frozen
+class VerificationHistoryEntry:
+    """One recorded change of a user's verification."""
+
+    id: int
+    status: VerificationStatus
+    level: int | None
+    method: str
+    actor: str
+    note: str | None
+    ts: int
+
+
+class IdentityStore:
+    """Reads and changes users' verification state."""
+
+    def __init__(self, api: ModuleApi, schema: SchemaManager) -> None:
+        self._api = api
+        self._schema = schema
+        # `@cached` needs these two attributes on its owner (SYNAPSE_FACTS §12).
+        self.server_name = api.server_name
+        self.clock = get_clock(api)
+        api.register_cached_function(self.get_verification)
+
+    @cached(max_entries=100_000)
+    async def get_verification(self, user_id: str) -> Verification:
+        """The user's current verification (`NEVER_VERIFIED` for users without a record)."""
+        await self._schema.ready()
+        return await self._api.run_db_interaction(
+            "compliance_get_verification", _get_verification_txn, user_id
+        )
+
+    async def change_verification(
+        self,
+        user_id: str,
+        req: VerificationChangeRequest,
+        *,
+        actor: str,
+        reason: str,
+        note: str | None,
+    ) -> VerificationChangeOutcome:
+        """Apply `req` to `user_id` if the state machine allows it, with history and audit entry.
+
+        Nothing is written when the change is refused.
+        """
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> VerificationChangeOutcome:
+            current = _get_verification_txn(txn, user_id)
+            decision = decide_verification_change(current, req)
+            if not decision.allowed:
+                return VerificationChangeOutcome(decision, current)
+            new = apply_verification_change(current, req)
+            txn.execute(
+                "INSERT INTO compliance_verification"
+                " (user_id, status, level, method, updated_ts, verified_ts, expires_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET status = EXCLUDED.status,"
+                " level = EXCLUDED.level, method = EXCLUDED.method,"
+                " updated_ts = EXCLUDED.updated_ts, verified_ts = EXCLUDED.verified_ts,"
+                " expires_ts = EXCLUDED.expires_ts",
+                (
+                    user_id, new.status.value, new.level, new.method, new.updated_ts,
+                    new.verified_ts, new.expires_ts,
+                ),
+            )
+            txn.execute(
+                "INSERT INTO compliance_verification_history"
+                " (user_id, status, level, method, actor, note, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, new.status.value, new.level, req.method, actor, note, req.now_ms),
+            )
+            append_audit_txn(
+                txn,
+                AuditEntry(
+                    actor=actor,
+                    action="identity.verification.change",
+                    target=user_id,
+                    reason=reason,
+                    details={
+                        "from_status": current.effective_status(req.now_ms).value,
+                        "to_status": new.status.value,
+                        "level": new.level,
+                        "method": req.method,
+                        "expires_ts": new.expires_ts,
+                    },
+                ),
+                req.now_ms,
+            )
+            return VerificationChangeOutcome(decision, new)
+
+        outcome = await self._api.run_db_interaction("compliance_change_verification", _txn)
+        if outcome.decision.allowed:
+            await self._api.invalidate_cache(self.get_verification, (user_id,))
+        return outcome
+
+    async def list_history(
+        self, user_id: str, *, before_id: int | None, limit: int
+    ) -> list[VerificationHistoryEntry]:
+        """The user's verification changes, newest first."""
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> list[VerificationHistoryEntry]:
+            txn.execute(
+                "SELECT id, status, level, method, actor, note, ts"
+                " FROM compliance_verification_history"
+                " WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (user_id, before_id if before_id is not None else 2**63 - 1, limit),
+            )
+            return [
+                VerificationHistoryEntry(
+                    id=int(r[0]), status=VerificationStatus(r[1]), level=r[2], method=r[3],
+                    actor=r[4], note=r[5], ts=int(r[6]),
+                )
+                for r in txn.fetchall()
+            ]
+
+        return await self._api.run_db_interaction("compliance_list_verification_history", _txn)
+
+
+def _get_verification_txn(txn: LoggingTransaction, user_id: str) -> Verification:
+    txn.execute(
+        "SELECT status, level, method, updated_ts, verified_ts, expires_ts"
+        " FROM compliance_verification WHERE user_id = ?",
+        (user_id,),
+    )
+    row = txn.fetchone()
+    if row is None:
+        return NEVER_VERIFIED
+    return Verification(
+        status=VerificationStatus(row[0]),
+        level=row[1],
+        method=row[2],
+        updated_ts=row[3],
+        verified_ts=row[4],
+        expires_ts=row[5],
+    )
