@@ -7,8 +7,8 @@ them), so Synapse prints `modules.<item 0>.config.identity.required_for.<item 2>
 missing config gives the safe defaults of DESIGN §3. Unknown keys are refused, so a typo never
 silently disables a rule.
 
-This module imports nothing from Synapse and does no I/O (it may import `core`); secrets named here (key files) are read
-by `synapse_compliance.keys`.
+This module imports nothing from Synapse and does no I/O (it may import `core`); the secrets it
+names (key files) are read by `synapse_compliance.keys`.
 """
 
 from collections.abc import Mapping, Sequence
@@ -106,9 +106,7 @@ def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
         required_for = _enum_set(d["required_for"], GatedAction, (*path, "required_for"))
     help_url = _optional_str(d, "help_url", path)
     if help_url is not None and not help_url.startswith(("https://", "http://")):
-        raise ConfigProblem(
-            (*path, "help_url"), f"must be an http(s) URL; got {help_url!r}"
-        )
+        raise ConfigProblem((*path, "help_url"), f"must be an http(s) URL; got {help_url!r}")
     return IdentityConfig(
         required_for=required_for,
         help_url=help_url,
@@ -153,9 +151,7 @@ def _optional_str(d: Mapping[str, object], key: str, path: ConfigPath) -> str | 
     return value
 
 
-def _enum(
-    d: Mapping[str, object], key: str, enum_type: type[E], default: E, path: ConfigPath
-) -> E:
+def _enum(d: Mapping[str, object], key: str, enum_type: type[E], default: E, path: ConfigPath) -> E:
     if key not in d or d[key] is None:
         return default
     return _enum_value(d[key], enum_type, (*path, key))

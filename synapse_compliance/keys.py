@@ -68,14 +68,11 @@ def read_pii_key(file_name: str, path: ConfigPath) -> PiiKey:
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except binascii.Error:
-        raise ConfigProblem(
-            path, f"key file {file_name!r} is not base64 text; {hint}"
-        ) from None
+        raise ConfigProblem(path, f"key file {file_name!r} is not base64 text; {hint}") from None
     if len(key) != PII_KEY_BYTES:
         raise ConfigProblem(
             path,
-            f"key file {file_name!r} holds {len(key)} bytes; an AES-256 key needs "
-            f"{PII_KEY_BYTES}; {hint}",
+            f"key file {file_name!r} holds {len(key)} bytes; an AES-256 key needs {PII_KEY_BYTES}; {hint}",
         )
     return PiiKey(key_id=key_id_for(key), key=key)
 

@@ -48,3 +48,23 @@ def identity_refusal_fields(decision: Decision, help_url: str | None) -> dict[st
     if help_url:
         fields[HELP_URL_FIELD] = help_url
     return fields
+
+
+def verification_change_message(decision: Decision) -> str:
+    """The `error` text for a refused verification change, naming the field at fault."""
+    f = decision.facts
+    allowed = f.get("allowed")
+    allowed_text = ", ".join(map(str, allowed)) if isinstance(allowed, list | tuple) else ""
+    messages = {
+        "invalid_transition": (
+            f"status: cannot go from {f.get('from_status')} to {f.get('to_status')}; "
+            f"allowed from {f.get('from_status')}: {allowed_text}"
+        ),
+        "level_required": f"level: required when status is verified ({f.get('min')}-{f.get('max')})",
+        "level_out_of_range": f"level: must be from {f.get('min')} to {f.get('max')}",
+        "level_not_applicable": (
+            f"level/expires_ts: only apply when status is verified, not {f.get('status')}"
+        ),
+        "expiry_in_past": "expires_ts: must be in the future",
+    }
+    return messages.get(str(decision.reason_code), "invalid verification change")

@@ -47,9 +47,7 @@ class ComplianceModule:
             *AuditEndpoints(api, self.audit_store).routes(),
             *StatusEndpoints(api, config, self.schema).routes(),
         ]
-        api.register_web_resource(
-            BASE_PATH, ComplianceResource(routes, _synapse_private.get_clock(api))
-        )
+        api.register_web_resource(BASE_PATH, ComplianceResource(routes, _synapse_private.get_clock(api)))
 
         self.schema.start()
         not_enforced = config.identity.required_for - ENFORCED_ACTIONS

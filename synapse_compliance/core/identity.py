@@ -94,9 +94,7 @@ class VerificationChangeRequest:
     expires_ts: int | None = None
 
 
-def decide_verification_change(
-    current: Verification, req: VerificationChangeRequest
-) -> Decision:
+def decide_verification_change(current: Verification, req: VerificationChangeRequest) -> Decision:
     """Decide whether `req` is a valid next step from `current`.
 
     Refusal reasons: `invalid_transition` (facts: from, to), `level_required`,
@@ -125,9 +123,7 @@ def decide_verification_change(
     return ALLOW
 
 
-def apply_verification_change(
-    current: Verification, req: VerificationChangeRequest
-) -> Verification:
+def apply_verification_change(current: Verification, req: VerificationChangeRequest) -> Verification:
     """The verification after an allowed change (call `decide_verification_change` first)."""
     if req.status is VerificationStatus.VERIFIED:
         return Verification(

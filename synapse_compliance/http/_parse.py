@@ -91,7 +91,8 @@ def query_arg(request: "SynapseRequest", name: str) -> str | None:
     values = request.args.get(name.encode("ascii"))
     if not values:
         return None
-    return values[-1].decode("utf-8", errors="strict")
+    value: bytes = values[-1]
+    return value.decode("utf-8", errors="strict")
 
 
 def page_limit(request: "SynapseRequest") -> int:

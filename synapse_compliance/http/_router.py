@@ -59,7 +59,7 @@ class ComplianceResource(DirectServeJsonResource):
 
     def _segments(self, request: "SynapseRequest") -> list[str]:
         path = request.path.decode("ascii", errors="replace")
-        rest = path[len(BASE_PATH):] if path.startswith(BASE_PATH) else path
+        rest = path[len(BASE_PATH) :] if path.startswith(BASE_PATH) else path
         return [unquote(s) for s in rest.strip("/").split("/") if s]
 
     async def _dispatch(self, method: str, request: "SynapseRequest") -> tuple[int, JsonDict]:

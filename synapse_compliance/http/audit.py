@@ -24,9 +24,7 @@ class AuditEndpoints:
         """The routes these handlers serve."""
         return [route("GET", "admin/audit", self.list_entries)]
 
-    async def list_entries(
-        self, request: "SynapseRequest", params: dict[str, str]
-    ) -> tuple[int, JsonDict]:
+    async def list_entries(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
         await require_admin(self._api, request)
         query = AuditQuery(
             limit=page_limit(request),

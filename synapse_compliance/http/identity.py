@@ -1,15 +1,15 @@
 """Identity endpoints: an admin's view and attestation of a user's verification, and `/me`.
 
-    GET  admin/users/{user_id}                        user summary with verification
-    PUT  admin/users/{user_id}/verification           admin attestation (audited)
-    GET  admin/users/{user_id}/verification/history   every change, newest first
-    GET  me                                           the caller's own status and gated actions
+GET  admin/users/{user_id}                        user summary with verification
+PUT  admin/users/{user_id}/verification           admin attestation (audited)
+GET  admin/users/{user_id}/verification/history   every change, newest first
+GET  me                                           the caller's own status and gated actions
 """
 
 from typing import TYPE_CHECKING
 
 from synapse.module_api import JsonDict, ModuleApi
-from synapse.module_api.errors import SynapseError
+from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_compliance.config import IdentityConfig
 from synapse_compliance.core.decision import Decision
@@ -34,7 +34,7 @@ from synapse_compliance.http._parse import (
     required_str,
 )
 from synapse_compliance.http._router import Route, route
-from synapse_compliance.messages import REASON_FIELD
+from synapse_compliance.messages import REASON_FIELD, verification_change_message
 from synapse_compliance.storage.identity_store import IdentityStore
 
 if TYPE_CHECKING:
@@ -68,20 +68,11 @@ def verification_json(v: Verification, now_ms: int) -> JsonDict:
 
 
 def _change_refused(decision: Decision) -> SynapseError:
-    f = decision.facts
-    messages = {
-        "invalid_transition": (
-            f"status: cannot go from {f.get('from_status')} to {f.get('to_status')}; "
-            f"allowed from {f.get('from_status')}: {', '.join(map(str, f.get('allowed', [])))}"  # type: ignore[call-overload]  # facts hold a list here
-        ),
-        "level_required": f"level: required when status is verified ({f.get('min')}-{f.get('max')})",
-        "level_out_of_range": f"level: must be from {f.get('min')} to {f.get('max')}",
-        "level_not_applicable": f"level/expires_ts: only apply when status is verified, not {f.get('status')}",
-        "expiry_in_past": "expires_ts: must be in the future",
-    }
-    message = messages.get(str(decision.reason_code), "invalid verification change")
     return SynapseError(
-        400, message, decision.errcode, additional_fields={REASON_FIELD: decision.reason_code}
+        400,
+        verification_change_message(decision),
+        decision.errcode or Codes.INVALID_PARAM,
+        additional_fields={REASON_FIELD: decision.reason_code},
     )
 
 
@@ -133,9 +124,7 @@ class IdentityEndpoints:
             now_ms=self._api.get_current_time_msec(),
             expires_ts=expires_ts,
         )
-        outcome = await self._store.change_verification(
-            user_id, req, actor=actor, reason=reason, note=note
-        )
+        outcome = await self._store.change_verification(user_id, req, actor=actor, reason=reason, note=note)
         if not outcome.decision.allowed:
             raise _change_refused(outcome.decision)
         return 200, {
@@ -143,15 +132,11 @@ class IdentityEndpoints:
             "verification": verification_json(outcome.verification, req.now_ms),
         }
 
-    async def get_history(
-        self, request: "SynapseRequest", params: dict[str, str]
-    ) -> tuple[int, JsonDict]:
+    async def get_history(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
         await require_admin(self._api, request)
         user_id = await local_user(self._api, params["user_id"])
         limit = page_limit(request)
-        entries = await self._store.list_history(
-            user_id, before_id=page_position(request, "vh"), limit=limit
-        )
+        entries = await self._store.list_history(user_id, before_id=page_position(request, "vh"), limit=limit)
         body: JsonDict = {
             "user_id": user_id,
             "chunk": [

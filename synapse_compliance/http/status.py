@@ -26,9 +26,7 @@ class StatusEndpoints:
         """The routes these handlers serve."""
         return [route("GET", "admin/status", self.get_status)]
 
-    async def get_status(
-        self, request: "SynapseRequest", params: dict[str, str]
-    ) -> tuple[int, JsonDict]:
+    async def get_status(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
         await require_admin(self._api, request)
         required = self._config.identity.required_for
         return 200, {

@@ -70,9 +70,7 @@ class AuditStore:
     async def list_entries(self, query: AuditQuery) -> list[AuditRecord]:
         """Entries matching `query`, newest first, at most `query.limit`."""
         await self._schema.ready()
-        return await self._api.run_db_interaction(
-            "compliance_list_audit_entries", _list_entries_txn, query
-        )
+        return await self._api.run_db_interaction("compliance_list_audit_entries", _list_entries_txn, query)
 
 
 def _list_entries_txn(txn: LoggingTransaction, query: AuditQuery) -> list[AuditRecord]:
@@ -98,7 +96,10 @@ def _list_entries_txn(txn: LoggingTransaction, query: AuditQuery) -> list[AuditR
             id=int(row[0]),
             ts=int(row[1]),
             entry=AuditEntry(
-                actor=row[2], action=row[3], target=row[4], reason=row[5],
+                actor=row[2],
+                action=row[3],
+                target=row[4],
+                reason=row[5],
                 details=json.loads(row[6]),
             ),
         )

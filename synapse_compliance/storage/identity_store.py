@@ -5,6 +5,9 @@ that caused the change, are written in one transaction. The gate reads the curre
 a `@cached` lookup that is invalidated across workers on every change (SYNAPSE_FACTS §12).
 """
 
+from collections.abc import Awaitable, Callable
+from typing import cast
+
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi, cached
 
@@ -52,11 +55,17 @@ class IdentityStore:
         # `@cached` needs these two attributes on its owner (SYNAPSE_FACTS §12).
         self.server_name = api.server_name
         self.clock = get_clock(api)
-        api.register_cached_function(self.get_verification)
+        api.register_cached_function(self._cached_verification)
 
-    @cached(max_entries=100_000)
     async def get_verification(self, user_id: str) -> Verification:
         """The user's current verification (`NEVER_VERIFIED` for users without a record)."""
+        # mypy sees `@cached` methods as unbound without Synapse's own mypy plugin; this is the
+        # bound call it really is.
+        lookup = cast(Callable[[str], Awaitable[Verification]], self._cached_verification)
+        return await lookup(user_id)
+
+    @cached(max_entries=100_000)
+    async def _cached_verification(self, user_id: str) -> Verification:
         await self._schema.ready()
         return await self._api.run_db_interaction(
             "compliance_get_verification", _get_verification_txn, user_id
@@ -92,8 +101,13 @@ class IdentityStore:
                 " updated_ts = EXCLUDED.updated_ts, verified_ts = EXCLUDED.verified_ts,"
                 " expires_ts = EXCLUDED.expires_ts",
                 (
-                    user_id, new.status.value, new.level, new.method, new.updated_ts,
-                    new.verified_ts, new.expires_ts,
+                    user_id,
+                    new.status.value,
+                    new.level,
+                    new.method,
+                    new.updated_ts,
+                    new.verified_ts,
+                    new.expires_ts,
                 ),
             )
             txn.execute(
@@ -122,7 +136,7 @@ class IdentityStore:
 
         outcome = await self._api.run_db_interaction("compliance_change_verification", _txn)
         if outcome.decision.allowed:
-            await self._api.invalidate_cache(self.get_verification, (user_id,))
+            await self._api.invalidate_cache(self._cached_verification, (user_id,))
         return outcome
 
     async def list_history(
@@ -140,8 +154,13 @@ class IdentityStore:
             )
             return [
                 VerificationHistoryEntry(
-                    id=int(r[0]), status=VerificationStatus(r[1]), level=r[2], method=r[3],
-                    actor=r[4], note=r[5], ts=int(r[6]),
+                    id=int(r[0]),
+                    status=VerificationStatus(r[1]),
+                    level=r[2],
+                    method=r[3],
+                    actor=r[4],
+                    note=r[5],
+                    ts=int(r[6]),
                 )
                 for r in txn.fetchall()
             ]

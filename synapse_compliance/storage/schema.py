@@ -105,14 +105,10 @@ class SchemaManager:
 
     async def _upgrade(self) -> None:
         try:
-            current = await self._api.run_db_interaction(
-                "compliance_schema_prepare", self._prepare_txn
-            )
+            current = await self._api.run_db_interaction("compliance_schema_prepare", self._prepare_txn)
             for delta in self._deltas:
                 if delta.version > current:
-                    await self._api.run_db_interaction(
-                        "compliance_schema_apply", self._apply_txn, delta
-                    )
+                    await self._api.run_db_interaction("compliance_schema_apply", self._apply_txn, delta)
                     logger.info("compliance schema: applied delta %02d_%s", delta.version, delta.name)
             if current > self.target_version:
                 # A newer release created this schema; refuse rather than guess.
@@ -142,7 +138,9 @@ class SchemaManager:
             if polls % _WAIT_LOG_EVERY == 0:
                 logger.info(
                     "waiting for the background-tasks instance to bring the compliance schema "
-                    "to version %d (now %d)", self.target_version, current
+                    "to version %d (now %d)",
+                    self.target_version,
+                    current,
                 )
             polls += 1
             await self._api.sleep(_WAIT_POLL_S)

@@ -59,7 +59,7 @@ def homeserver_config(
     workdir: Path,
     port: int,
     database: Mapping[str, Any],
-    module_config: Mapping[str, Any] | None,
+    module_config: Any,
     *,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -104,9 +104,11 @@ def homeserver_config(
             "per_user": {"per_second": 10000, "burst_count": 10000},
         },
         "rc_room_creation": {"per_second": 10000, "burst_count": 10000},
-        "rc_login": {"address": {"per_second": 10000, "burst_count": 10000},
-                     "account": {"per_second": 10000, "burst_count": 10000}},
-        "modules": [] if module_config is None else [{"module": MODULE, "config": dict(module_config)}],
+        "rc_login": {
+            "address": {"per_second": 10000, "burst_count": 10000},
+            "account": {"per_second": 10000, "burst_count": 10000},
+        },
+        "modules": [] if module_config is None else [{"module": MODULE, "config": module_config}],
     }
     if extra:
         config.update(extra)
@@ -123,7 +125,11 @@ def write_homeserver_files(workdir: Path, config: Mapping[str, Any]) -> Path:
             write_signing_keys(f, [generate_signing_key("a_test")])
     log_config = {
         "version": 1,
-        "formatters": {"precise": {"format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"}},
+        "formatters": {
+            "precise": {
+                "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"
+            }
+        },
         "filters": {"context": {"()": "synapse.logging.context.LoggingContextFilter", "request": ""}},
         "handlers": {
             "file": {
@@ -169,8 +175,9 @@ class Homeserver:
         path = self.workdir / "homeserver.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def register(self, localpart: str | None = None, *, admin: bool = False,
-                 password: str | None = None) -> MatrixClient:
+    def register(
+        self, localpart: str | None = None, *, admin: bool = False, password: str | None = None
+    ) -> MatrixClient:
         """Register a user with the shared-secret admin API and return a client logged in as them."""
         localpart = localpart or f"u{os.getpid()}x{next(_unique)}x{secrets.token_hex(3)}"
         password = password or secrets.token_urlsafe(12)
@@ -180,8 +187,13 @@ class Homeserver:
             mac = hmac.new(REGISTRATION_SECRET.encode(), message.encode(), digestmod=hashlib.sha1)
             r = http.post(
                 "/_synapse/admin/v1/register",
-                json={"nonce": nonce, "username": localpart, "password": password,
-                      "admin": admin, "mac": mac.hexdigest()},
+                json={
+                    "nonce": nonce,
+                    "username": localpart,
+                    "password": password,
+                    "admin": admin,
+                    "mac": mac.hexdigest(),
+                },
             )
             r.raise_for_status()
             body = r.json()
@@ -230,7 +242,7 @@ def spawn_synapse(config_path: Path, output: Path) -> subprocess.Popen[bytes]:
 def running_homeserver(
     workdir: Path,
     database: DatabaseChoice,
-    module_config: Mapping[str, Any] | None,
+    module_config: Any,
     *,
     extra: Mapping[str, Any] | None = None,
     timeout_s: float = 90,

@@ -43,7 +43,12 @@ class PostgresDatabase:
 
     def connect_args(self) -> dict[str, Any]:
         """psycopg2 connect arguments (also Synapse's `database.args`)."""
-        args: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname}
+        args: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.dbname,
+        }
         if self.password:
             args["password"] = self.password
         return args
