@@ -32,6 +32,15 @@ REGISTRATION_SECRET = "compliance-test-registration-secret"
 SERVER_NAME = "localhost"
 _unique = itertools.count()
 
+_FAST = {"per_second": 10000, "burst_count": 10000}
+RELAXED_RATE_LIMITS: dict[str, Any] = {
+    "rc_message": _FAST,
+    "rc_joins": {"local": _FAST},
+    "rc_invites": {"per_room": _FAST, "per_user": _FAST},
+    "rc_room_creation": _FAST,
+    "rc_login": {"address": _FAST, "account": _FAST},
+}
+
 
 def free_loopback_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -62,8 +71,13 @@ def homeserver_config(
     module_config: Any,
     *,
     extra: Mapping[str, Any] | None = None,
+    relaxed_rate_limits: bool = True,
 ) -> dict[str, Any]:
-    """A loopback homeserver config; `module_config=None` means plain Synapse without the module."""
+    """A loopback homeserver config; `module_config=None` means plain Synapse without the module.
+
+    `relaxed_rate_limits` lifts Synapse's own limits, which tests and benchmarks would otherwise
+    measure instead of the module; `make run` keeps Synapse's defaults.
+    """
     config: dict[str, Any] = {
         "server_name": SERVER_NAME,
         "public_baseurl": f"http://127.0.0.1:{port}/",
@@ -96,20 +110,10 @@ def homeserver_config(
             "room_name": "Compliance Notices",
             "auto_join": True,
         },
-        # Tests and benchmarks send in bursts; Synapse's own limits would measure nothing else.
-        "rc_message": {"per_second": 10000, "burst_count": 10000},
-        "rc_joins": {"local": {"per_second": 10000, "burst_count": 10000}},
-        "rc_invites": {
-            "per_room": {"per_second": 10000, "burst_count": 10000},
-            "per_user": {"per_second": 10000, "burst_count": 10000},
-        },
-        "rc_room_creation": {"per_second": 10000, "burst_count": 10000},
-        "rc_login": {
-            "address": {"per_second": 10000, "burst_count": 10000},
-            "account": {"per_second": 10000, "burst_count": 10000},
-        },
         "modules": [] if module_config is None else [{"module": MODULE, "config": module_config}],
     }
+    if relaxed_rate_limits:
+        config.update(RELAXED_RATE_LIMITS)
     if extra:
         config.update(extra)
     return config
@@ -200,7 +204,7 @@ class Homeserver:
         return MatrixClient(self.base_url, body["user_id"], body["access_token"], password=password)
 
 
-def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], output: Path, timeout_s: float) -> None:
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], output: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -255,7 +259,7 @@ def running_homeserver(
     process = spawn_synapse(config_path, output)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        _wait_healthy(base_url, process, output, timeout_s)
+        wait_healthy(base_url, process, output, timeout_s)
         yield Homeserver(base_url=base_url, workdir=workdir, process=process)
     finally:
         stop_process(process)
