@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 _DELTA_NAME = re.compile(r"^(\d+)_([a-z0-9_]+)\.sql$")
 _POLL_S = 0.05  # how often a caller checks whether this instance's upgrade is done
+_READY_TIMEOUT_S = 10.0  # how long a request waits for the schema before a 503
 _WAIT_POLL_S = 1.0  # how often a non-upgrading instance reads the version table
 _WAIT_LOG_EVERY = 10  # polls between "still waiting" log lines
 
@@ -93,15 +94,25 @@ class SchemaManager:
         return self._ready
 
     async def ready(self) -> None:
-        """Wait until the schema is usable.
+        """Wait (a bounded time) until the schema is usable.
 
         Raises:
-            SynapseError: 503 if the upgrade failed, so callers fail closed with a clear error.
+            SynapseError: 503 if the upgrade failed, or if the schema is still not ready after
+                `_READY_TIMEOUT_S` (e.g. the instance that runs background tasks is down), so
+                callers fail closed with a clear error instead of hanging.
         """
+        waited = 0.0
         while not self._ready:
             if self._failure is not None:
                 raise SynapseError(503, f"compliance storage unavailable: {self._failure}")
+            if waited >= _READY_TIMEOUT_S:
+                raise SynapseError(
+                    503,
+                    "compliance storage is not ready: waiting for the instance that runs "
+                    f"background tasks to bring the schema to version {self.target_version}",
+                )
             await self._api.sleep(_POLL_S)
+            waited += _POLL_S
 
     async def _upgrade(self) -> None:
         try:
