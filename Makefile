@@ -28,7 +28,7 @@ e2e: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check synapse_compliance tests benchmarks scripts
 	$(VENV)/bin/ruff format --check synapse_compliance tests benchmarks scripts
-	$(VENV)/bin/mypy --strict synapse_compliance
+	$(VENV)/bin/mypy --strict synapse_compliance benchmarks
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.send --db sqlite

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.harness.client import MatrixClient
-from tests.harness.homeserver import DatabaseChoice, Homeserver, running_homeserver
-from tests.harness.postgres import fresh_database, unavailable_reason
+from tests.harness.homeserver import DatabaseChoice, Homeserver, database_for, running_homeserver
+from tests.harness.postgres import unavailable_reason
 
 DATABASES = ["sqlite", "postgresql"]
 
@@ -32,13 +32,11 @@ def _require_postgres() -> None:
 
 @contextmanager
 def database(kind: str) -> Iterator[DatabaseChoice]:
-    """A fresh database of `kind` for one server."""
-    if kind == "sqlite":
-        yield DatabaseChoice("sqlite")
-        return
-    _require_postgres()
-    with fresh_database() as pg:
-        yield DatabaseChoice("postgresql", pg)
+    """A fresh database of `kind` for one server (PostgreSQL: skip or fail if unreachable)."""
+    if kind == "postgresql":
+        _require_postgres()
+    with database_for(kind) as db:
+        yield db
 
 
 @contextmanager

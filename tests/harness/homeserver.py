@@ -25,7 +25,7 @@ import yaml
 from signedjson.key import generate_signing_key, write_signing_keys
 
 from tests.harness.client import MatrixClient
-from tests.harness.postgres import PostgresDatabase
+from tests.harness.postgres import PostgresDatabase, fresh_database
 
 MODULE = "synapse_compliance.ComplianceModule"
 REGISTRATION_SECRET = "compliance-test-registration-secret"
@@ -151,6 +151,16 @@ def write_homeserver_files(workdir: Path, config: Mapping[str, Any]) -> Path:
     path = workdir / "homeserver.yaml"
     path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
     return path
+
+
+@contextmanager
+def database_for(kind: str, prefix: str = "compliance_test") -> Iterator[DatabaseChoice]:
+    """A fresh database of `kind` ("sqlite" or "postgresql") for one server, dropped afterwards."""
+    if kind == "sqlite":
+        yield DatabaseChoice("sqlite")
+        return
+    with fresh_database(prefix) as pg:
+        yield DatabaseChoice("postgresql", pg)
 
 
 class StartupFailed(Exception):
