@@ -2,6 +2,7 @@
 
     synapse-compliance check-config homeserver.yaml   validate the module's config offline
     synapse-compliance keygen --pii-key FILE          make a new AES-256 key file for personal data
+    synapse-compliance rotate-key -c homeserver.yaml  re-seal personal data under the current key
 
 Exit status: 0 success, 1 failure (e.g. an invalid config), 2 usage error; messages go to stderr
 as one line each.
@@ -9,13 +10,22 @@ as one line each.
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from synapse_compliance.config import ConfigProblem, parse_config
+from synapse_compliance.crypto import keyring_for
 from synapse_compliance.keys import load_settings, write_pii_key
+from synapse_compliance.storage.key_rotation import (
+    RotationError,
+    main_database_config,
+    open_database,
+    rotate_all,
+)
 
 MODULE_NAMES = {"synapse_compliance.ComplianceModule", "synapse_compliance.module.ComplianceModule"}
 
@@ -24,16 +34,23 @@ class UsageError(Exception):
     """The command was called wrongly (exit status 2)."""
 
 
-def run_check_config(args: argparse.Namespace) -> int:
-    """Validate every entry of this module in a homeserver config, exactly as Synapse would."""
-    path = Path(args.homeserver_yaml)
+class Failure(Exception):
+    """The command failed (exit status 1); the message is printed to stderr."""
+
+
+def read_homeserver_yaml(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]:
+    """The homeserver config and its `modules:` entries that load this module, with their index.
+
+    Raises:
+        UsageError: the file cannot be read.
+        Failure: it is not YAML, or no entry loads the module.
+    """
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
-        print(f"{path}: not valid YAML: {e}", file=sys.stderr)
-        return 1
+        raise Failure(f"{path}: not valid YAML: {e}") from None
     modules = document.get("modules") if isinstance(document, dict) else None
     entries = [
         (index, item)
@@ -41,8 +58,15 @@ def run_check_config(args: argparse.Namespace) -> int:
         if isinstance(item, dict) and item.get("module") in MODULE_NAMES
     ]
     if not entries:
-        print(f"{path}: no `modules:` entry loads synapse_compliance.ComplianceModule", file=sys.stderr)
-        return 1
+        raise Failure(f"{path}: no `modules:` entry loads synapse_compliance.ComplianceModule")
+    assert isinstance(document, dict)  # entries were found in it
+    return document, entries
+
+
+def run_check_config(args: argparse.Namespace) -> int:
+    """Validate every entry of this module in a homeserver config, exactly as Synapse would."""
+    path = Path(args.homeserver_yaml)
+    _, entries = read_homeserver_yaml(path)
     failed = False
     for index, item in entries:
         try:
@@ -53,8 +77,61 @@ def run_check_config(args: argparse.Namespace) -> int:
             failed = True
             continue
         key = f", PII key {settings.pii_key.key_id}" if settings.pii_key else ""
+        if settings.previous_pii_keys:
+            key += f" (previous: {', '.join(k.key_id for k in settings.previous_pii_keys)})"
         print(f"{path}: modules.<item {index}>: synapse_compliance config is valid{key}")
     return 1 if failed else 0
+
+
+def run_rotate_key(args: argparse.Namespace) -> int:
+    """Re-seal every identity record not sealed with the current PII key, in batches."""
+    path = Path(args.config)
+    document, entries = read_homeserver_yaml(path)
+    index, item = entries[0]
+    try:
+        settings = load_settings(parse_config(item.get("config")))
+    except ConfigProblem as e:
+        where = e.dotted(f"modules.<item {index}>.config")
+        raise Failure(f"{path}: error in configuration at '{where}': {e.message}") from None
+    keyring = keyring_for(settings)
+    if keyring is None:
+        raise Failure(
+            f"{path}: modules.<item {index}>.config.identity.pii_key_file is not set: "
+            "there is no key to rotate to"
+        )
+    try:
+        db = open_database(main_database_config(document))
+    except RotationError as e:
+        raise Failure(f"{path}: {e}") from None
+    except Exception as e:  # the driver's connection errors; one line, no traceback
+        raise Failure(f"{path}: cannot connect to the database: {str(e).strip()}") from None
+    try:
+        rotated = rotate_all(
+            db,
+            keyring,
+            args.batch_size,
+            clock_ms=lambda: int(time.time() * 1000),
+            progress=lambda done, total: print(f"rotated {done}/{total} records", flush=True),
+        )
+    except RotationError as e:
+        raise Failure(f"rotate-key: {e}") from None
+    finally:
+        db.close()
+    current = keyring.current.key_id
+    if rotated == 0:
+        print(f"nothing to rotate: every identity record is sealed with PII key {current}")
+    else:
+        print(
+            f"done: {rotated} records re-sealed with PII key {current}; the key files in "
+            "identity.previous_pii_key_files are no longer needed by these records"
+        )
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def run_keygen(args: argparse.Namespace) -> int:
@@ -90,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
     keygen.set_defaults(run=run_keygen)
+
+    rotate = sub.add_parser(
+        "rotate-key", help="re-seal personal data sealed with previous PII keys under the current one"
+    )
+    rotate.add_argument("-c", "--config", required=True, metavar="FILE", help="path to homeserver.yaml")
+    rotate.add_argument(
+        "--batch-size", type=_positive_int, default=500, metavar="N", help="records per transaction (500)"
+    )
+    rotate.set_defaults(run=run_rotate_key)
     return parser
 
 
@@ -101,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args)
     except UsageError as e:
         parser.error(str(e))  # exits with status 2
+    except Failure as e:
+        print(str(e), file=sys.stderr)
+        return 1
     return result
 
 

@@ -19,6 +19,7 @@ import attrs
 
 from synapse_compliance.core.groups import DirectChats
 from synapse_compliance.core.identity import GatedAction
+from synapse_compliance.core.remote import RemoteUsers
 
 ConfigPath = tuple[str, ...]
 
@@ -39,16 +40,12 @@ class ConfigProblem(Exception):
         return ".".join(parts)
 
 
-# The gates this version enforces. Listing another action in `identity.required_for` is accepted
-# (it is part of the contract) and logged at start-up as not yet enforced.
-ENFORCED_ACTIONS = frozenset({GatedAction.CREATE_GROUP})
-
-
 @attrs.frozen
 class ScopeConfig:
-    """Which rooms the rules apply to."""
+    """Which rooms the rules apply to, and how far remote users may take part."""
 
     direct_chats: DirectChats = DirectChats.IGNORE
+    remote_users: RemoteUsers = RemoteUsers.BLOCK
 
 
 @attrs.frozen
@@ -58,6 +55,17 @@ class IdentityConfig:
     required_for: frozenset[GatedAction] = frozenset(GatedAction)
     help_url: str | None = None
     pii_key_file: str | None = None
+    # Keys that sealed older records; they only open records until `rotate-key` has re-sealed them.
+    previous_pii_key_files: tuple[str, ...] = ()
+    max_accounts_per_identity: int = 1
+
+
+@attrs.frozen
+class GroupsConfig:
+    """Group accountability (DESIGN §4.6)."""
+
+    # Members at or above this power level are the group's managers.
+    manager_power_level: int = 50
 
 
 @attrs.frozen
@@ -66,6 +74,7 @@ class ComplianceConfig:
 
     scope: ScopeConfig = ScopeConfig()
     identity: IdentityConfig = IdentityConfig()
+    groups: GroupsConfig = GroupsConfig()
 
 
 def parse_config(raw: object) -> ComplianceConfig:
@@ -81,25 +90,40 @@ def parse_config(raw: object) -> ComplianceConfig:
         ConfigProblem: naming the key path, the bad value and what is accepted.
     """
     top = _mapping(raw, ())
-    _reject_unknown(top, {"scope", "identity"}, ())
+    _reject_unknown(top, {"scope", "identity", "groups"}, ())
     return ComplianceConfig(
         scope=_parse_scope(top.get("scope"), ("scope",)),
         identity=_parse_identity(top.get("identity"), ("identity",)),
+        groups=_parse_groups(top.get("groups"), ("groups",)),
+    )
+
+
+def _parse_groups(raw: object, path: ConfigPath) -> GroupsConfig:
+    d = _mapping(raw, path)
+    _reject_unknown(d, {"manager_power_level"}, path)
+    default = GroupsConfig()
+    return GroupsConfig(
+        manager_power_level=_int(d, "manager_power_level", default.manager_power_level, path, minimum=1),
     )
 
 
 def _parse_scope(raw: object, path: ConfigPath) -> ScopeConfig:
     d = _mapping(raw, path)
-    _reject_unknown(d, {"direct_chats"}, path)
+    _reject_unknown(d, {"direct_chats", "remote_users"}, path)
     default = ScopeConfig()
     return ScopeConfig(
         direct_chats=_enum(d, "direct_chats", DirectChats, default.direct_chats, path),
+        remote_users=_enum(d, "remote_users", RemoteUsers, default.remote_users, path),
     )
 
 
 def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
     d = _mapping(raw, path)
-    _reject_unknown(d, {"required_for", "help_url", "pii_key_file"}, path)
+    _reject_unknown(
+        d,
+        {"required_for", "help_url", "pii_key_file", "previous_pii_key_files", "max_accounts_per_identity"},
+        path,
+    )
     default = IdentityConfig()
     required_for = default.required_for
     if "required_for" in d:
@@ -107,10 +131,22 @@ def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
     help_url = _optional_str(d, "help_url", path)
     if help_url is not None and not help_url.startswith(("https://", "http://")):
         raise ConfigProblem((*path, "help_url"), f"must be an http(s) URL; got {help_url!r}")
+    pii_key_file = _optional_str(d, "pii_key_file", path)
+    previous = _str_list(d, "previous_pii_key_files", path)
+    if previous and pii_key_file is None:
+        raise ConfigProblem(
+            (*path, "previous_pii_key_files"),
+            "needs identity.pii_key_file: previous keys only open old records, "
+            "the current key seals new ones",
+        )
     return IdentityConfig(
         required_for=required_for,
         help_url=help_url,
-        pii_key_file=_optional_str(d, "pii_key_file", path),
+        pii_key_file=pii_key_file,
+        previous_pii_key_files=previous,
+        max_accounts_per_identity=_int(
+            d, "max_accounts_per_identity", default.max_accounts_per_identity, path, minimum=1
+        ),
     )
 
 
@@ -148,6 +184,33 @@ def _optional_str(d: Mapping[str, object], key: str, path: ConfigPath) -> str | 
         return None
     if not isinstance(value, str) or not value.strip():
         raise ConfigProblem((*path, key), f"expected a non-empty string; got {_describe(value)}")
+    return value
+
+
+def _str_list(d: Mapping[str, object], key: str, path: ConfigPath) -> tuple[str, ...]:
+    raw = d.get(key)
+    if raw is None:
+        return ()
+    if isinstance(raw, str) or not isinstance(raw, Sequence):
+        raise ConfigProblem((*path, key), f"expected a list; got {_describe(raw)}")
+    for i, item in enumerate(raw):
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigProblem(
+                (*path, key, f"<item {i}>"), f"expected a non-empty string; got {_describe(item)}"
+            )
+    return tuple(raw)
+
+
+def _int(
+    d: Mapping[str, object], key: str, default: int, path: ConfigPath, *, minimum: int | None = None
+) -> int:
+    value = d.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigProblem((*path, key), f"expected an integer; got {_describe(value)}")
+    if minimum is not None and value < minimum:
+        raise ConfigProblem((*path, key), f"must be at least {minimum}; got {value}")
     return value
 
 

@@ -35,18 +35,34 @@ class ComplianceSettings:
 
     config: ComplianceConfig
     pii_key: PiiKey | None = None
+    # Keys of `identity.previous_pii_key_files`, in the order listed (never the current key).
+    previous_pii_keys: tuple[PiiKey, ...] = ()
 
 
 def load_settings(config: ComplianceConfig) -> ComplianceSettings:
     """Read the secret files the config names.
 
     Raises:
-        ConfigProblem: a file is missing, unreadable or malformed (path names the config key).
+        ConfigProblem: a file is missing, unreadable or malformed, or a previous key repeats the
+            current key or another previous key (path names the config key or list item).
     """
     pii_key = None
     if config.identity.pii_key_file is not None:
         pii_key = read_pii_key(config.identity.pii_key_file, ("identity", "pii_key_file"))
-    return ComplianceSettings(config=config, pii_key=pii_key)
+    previous: list[PiiKey] = []
+    for i, file_name in enumerate(config.identity.previous_pii_key_files):
+        path = ("identity", "previous_pii_key_files", f"<item {i}>")
+        key = read_pii_key(file_name, path)
+        if pii_key is not None and key.key_id == pii_key.key_id:
+            raise ConfigProblem(
+                path,
+                f"key file {file_name!r} holds the current key ({key.key_id}, the same as "
+                "identity.pii_key_file); list only keys that were replaced",
+            )
+        if any(k.key_id == key.key_id for k in previous):
+            raise ConfigProblem(path, f"key file {file_name!r} repeats key {key.key_id} listed earlier")
+        previous.append(key)
+    return ComplianceSettings(config=config, pii_key=pii_key, previous_pii_keys=tuple(previous))
 
 
 def key_id_for(key: bytes) -> str:

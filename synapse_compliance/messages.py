@@ -26,16 +26,34 @@ _STATUS_WORDS = {
 }
 
 
+_THEIR_STATUS_WORDS = {
+    "unverified": "their identity has not been verified yet",
+    "pending": "their identity verification is still pending",
+    "expired": "their identity verification has expired",
+    "revoked": "their identity verification was revoked",
+}
+
+
 def identity_refusal_message(decision: Decision, help_url: str | None) -> str:
-    """The `error` text for an `identity_unverified` refusal."""
+    """The `error` text for an `identity_unverified` refusal.
+
+    With a `subject` in the facts the refusal is about another user (a promotion to manager);
+    otherwise it is about the requester.
+    """
+    status = str(decision.facts.get("status"))
+    subject = decision.facts.get("subject")
+    if subject is not None:
+        their = _THEIR_STATUS_WORDS.get(status, "their identity is not verified")
+        return f"{subject} cannot be made a manager of a group: {their}. Managers need a verified identity."
     action = _ACTION_WORDS.get(str(decision.facts.get("action")), "do this")
-    status = _STATUS_WORDS.get(str(decision.facts.get("status")), "")
     how = (
         f"Find out how to get verified at {help_url}"
         if help_url
         else "Ask this server's administrators how to get your identity verified."
     )
-    return f"You need a verified identity to {action}. {status} {how}".replace("  ", " ")
+    return f"You need a verified identity to {action}. {_STATUS_WORDS.get(status, '')} {how}".replace(
+        "  ", " "
+    )
 
 
 def identity_refusal_fields(decision: Decision, help_url: str | None) -> dict[str, object]:
@@ -66,5 +84,30 @@ def verification_change_message(decision: Decision) -> str:
             f"level/expires_ts: only apply when status is verified, not {f.get('status')}"
         ),
         "expiry_in_past": "expires_ts: must be in the future",
+        # Says how many accounts, never which ones or whose document.
+        "identity_already_used": (
+            f"personal_data.document_number: this identity document is already on record for "
+            f"{f.get('usage')} other account(s), and identity.max_accounts_per_identity is {f.get('limit')}"
+        ),
     }
     return messages.get(str(decision.reason_code), "invalid verification change")
+
+
+_REMOTE_WORDS = {
+    "remote_users_blocked": (
+        "{subject} is a user of another homeserver, and this server's groups are open to its own users only."
+    ),
+    "remote_user_restricted": (
+        "{subject} is a user of another homeserver and cannot be made a manager of a group here: "
+        "managers must be users of this server with a verified identity."
+    ),
+}
+
+
+def remote_refusal_fields(decision: Decision) -> dict[str, object]:
+    """The Matrix error fields for a refusal about a remote user."""
+    template = _REMOTE_WORDS.get(str(decision.reason_code), "{subject} may not take part in groups here.")
+    return {
+        "error": template.format(subject=decision.facts.get("subject")),
+        REASON_FIELD: decision.reason_code,
+    }

@@ -11,16 +11,22 @@ from synapse.module_api import ModuleApi
 from synapse.module_api.errors import ConfigError
 
 from synapse_compliance import _synapse_private
-from synapse_compliance.callbacks._common import Exemptions
+from synapse_compliance.callbacks._common import CallbackGuard, Exemptions
 from synapse_compliance.callbacks.identity import IdentityGate
-from synapse_compliance.config import ENFORCED_ACTIONS, ConfigProblem, parse_config
+from synapse_compliance.callbacks.remote import RemoteUsersGate
+from synapse_compliance.callbacks.rooms import RoomLifecycle
+from synapse_compliance.config import ConfigProblem, parse_config
+from synapse_compliance.crypto import keyring_for
 from synapse_compliance.http._router import BASE_PATH, ComplianceResource
 from synapse_compliance.http.audit import AuditEndpoints
 from synapse_compliance.http.identity import IdentityEndpoints
+from synapse_compliance.http.personal_data import PersonalDataEndpoints
 from synapse_compliance.http.status import StatusEndpoints
 from synapse_compliance.keys import ComplianceSettings, load_settings
 from synapse_compliance.storage.audit_store import AuditStore
+from synapse_compliance.storage.identity_record_store import IdentityRecordStore
 from synapse_compliance.storage.identity_store import IdentityStore
+from synapse_compliance.storage.room_store import RoomStore
 from synapse_compliance.storage.schema import SchemaManager
 
 logger = logging.getLogger(__name__)
@@ -38,29 +44,39 @@ class ComplianceModule:
         self.schema = SchemaManager(api)
         self.audit_store = AuditStore(api, self.schema)
         self.identity_store = IdentityStore(api, self.schema)
+        self.identity_record_store = IdentityRecordStore(api, self.schema)
+        self.room_store = RoomStore(api, self.schema)
 
         exemptions = Exemptions(api)
-        IdentityGate(api, config.identity, config.scope, self.identity_store, exemptions).register()
+        RoomLifecycle(api, self.room_store).register()
+        guard = CallbackGuard(api.server_name)
+        IdentityGate(api, config, self.identity_store, self.room_store, exemptions).register(guard)
+        RemoteUsersGate(api, config, self.room_store, exemptions).register(guard)
 
+        keyring = keyring_for(settings)
+        personal_data = PersonalDataEndpoints(
+            api, config.identity, keyring, self.identity_record_store, self.identity_store
+        )
         routes = [
-            *IdentityEndpoints(api, config.identity, self.identity_store).routes(),
+            *IdentityEndpoints(api, config.identity, self.identity_store, personal_data).routes(),
+            *personal_data.routes(),
             *AuditEndpoints(api, self.audit_store).routes(),
             *StatusEndpoints(api, config, self.schema).routes(),
         ]
         api.register_web_resource(BASE_PATH, ComplianceResource(routes, _synapse_private.get_clock(api)))
 
         self.schema.start()
-        not_enforced = config.identity.required_for - ENFORCED_ACTIONS
-        if not_enforced:
-            logger.warning(
-                "identity.required_for lists %s, which this version does not enforce yet",
-                ", ".join(sorted(a.value for a in not_enforced)),
-            )
         logger.info(
             "synapse_compliance loaded on %s (background tasks here: %s)",
             api.worker_name or "main process",
             api.should_run_background_tasks(),
         )
+        if keyring is not None:  # key ids only; they name keys, they are not secret
+            logger.info(
+                "personal data: sealing with PII key %s; also opening %s",
+                keyring.current.key_id,
+                ", ".join(k.key_id for k in keyring.previous) or "no previous keys",
+            )
 
     @staticmethod
     def parse_config(raw: object) -> ComplianceSettings:

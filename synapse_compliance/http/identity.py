@@ -1,7 +1,8 @@
 """Identity endpoints: an admin's view and attestation of a user's verification, and `/me`.
 
 GET  admin/users/{user_id}                        user summary with verification
-PUT  admin/users/{user_id}/verification           admin attestation (audited)
+PUT  admin/users/{user_id}/verification           admin attestation (audited), optionally with
+                                                  sealed personal data (`http/personal_data.py`)
 GET  admin/users/{user_id}/verification/history   every change, newest first
 GET  me                                           the caller's own status and gated actions
 """
@@ -39,6 +40,8 @@ from synapse_compliance.storage.identity_store import IdentityStore
 
 if TYPE_CHECKING:
     from synapse.module_api import SynapseRequest
+
+    from synapse_compliance.http.personal_data import PersonalDataEndpoints
 
 ADMIN_METHOD = "admin_attestation"
 
@@ -79,10 +82,17 @@ def _change_refused(decision: Decision) -> SynapseError:
 class IdentityEndpoints:
     """Handlers for the identity routes."""
 
-    def __init__(self, api: ModuleApi, identity: IdentityConfig, store: IdentityStore) -> None:
+    def __init__(
+        self,
+        api: ModuleApi,
+        identity: IdentityConfig,
+        store: IdentityStore,
+        personal_data: "PersonalDataEndpoints",
+    ) -> None:
         self._api = api
         self._identity = identity
         self._store = store
+        self._personal_data = personal_data
 
     def routes(self) -> list[Route]:
         """The routes these handlers serve."""
@@ -106,7 +116,7 @@ class IdentityEndpoints:
         actor = await require_admin(self._api, request)
         user_id = await local_user(self._api, params["user_id"])
         body = json_body(request)
-        reject_unknown_fields(body, {"status", "level", "note", "reason", "expires_ts"})
+        reject_unknown_fields(body, {"status", "level", "note", "reason", "expires_ts", "personal_data"})
         raw_status = required_str(body, "status", max_length=32)
         status = _ADMIN_STATUSES.get(raw_status)
         if status is None:
@@ -124,13 +134,19 @@ class IdentityEndpoints:
             now_ms=self._api.get_current_time_msec(),
             expires_ts=expires_ts,
         )
-        outcome = await self._store.change_verification(user_id, req, actor=actor, reason=reason, note=note)
+        record = self._personal_data.record_from_body(body, user_id, status, req.now_ms)
+        outcome = await self._store.change_verification(
+            user_id, req, actor=actor, reason=reason, note=note, record=record
+        )
         if not outcome.decision.allowed:
             raise _change_refused(outcome.decision)
-        return 200, {
+        response: JsonDict = {
             "user_id": user_id,
             "verification": verification_json(outcome.verification, req.now_ms),
         }
+        if record is not None:  # that it was stored, never what
+            response["identity_record"] = {"key_id": record.sealed.key_id, "updated_ts": req.now_ms}
+        return 200, response
 
     async def get_history(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
         await require_admin(self._api, request)

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from synapse.module_api import JsonDict, ModuleApi
 
 from synapse_compliance import __version__
-from synapse_compliance.config import ENFORCED_ACTIONS, ComplianceConfig
+from synapse_compliance.config import ComplianceConfig
 from synapse_compliance.http._auth import require_admin
 from synapse_compliance.http._router import Route, route
 from synapse_compliance.storage.schema import SchemaManager
@@ -32,9 +32,5 @@ class StatusEndpoints:
         return 200, {
             "version": __version__,
             "schema": {"version": self._schema.target_version, "ready": self._schema.is_ready},
-            "identity": {
-                "required_for": sorted(a.value for a in required),
-                "enforced": sorted(a.value for a in required & ENFORCED_ACTIONS),
-                "not_yet_enforced": sorted(a.value for a in required - ENFORCED_ACTIONS),
-            },
+            "identity": {"required_for": sorted(a.value for a in required)},
         }

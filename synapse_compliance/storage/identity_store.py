@@ -11,7 +11,7 @@ from typing import cast
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi, cached
 
-from synapse_compliance._synapse_private import get_clock
+from synapse_compliance._synapse_private import MISSING, cached_now, get_clock
 from synapse_compliance.core.decision import Decision
 from synapse_compliance.core.identity import (
     NEVER_VERIFIED,
@@ -22,6 +22,11 @@ from synapse_compliance.core.identity import (
     decide_verification_change,
 )
 from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
+from synapse_compliance.storage.identity_record_store import (
+    IdentityRecordWrite,
+    serializable_txn,
+    write_identity_record_txn,
+)
 from synapse_compliance.storage.schema import SchemaManager
 
 
@@ -59,6 +64,9 @@ class IdentityStore:
 
     async def get_verification(self, user_id: str) -> Verification:
         """The user's current verification (`NEVER_VERIFIED` for users without a record)."""
+        hit = cached_now(self._cached_verification, (user_id,))
+        if hit is not MISSING:  # the hot path: no Deferred, no logcontext switch
+            return cast(Verification, hit)
         # mypy sees `@cached` methods as unbound without Synapse's own mypy plugin; this is the
         # bound call it really is.
         lookup = cast(Callable[[str], Awaitable[Verification]], self._cached_verification)
@@ -79,18 +87,27 @@ class IdentityStore:
         actor: str,
         reason: str,
         note: str | None,
+        record: IdentityRecordWrite | None = None,
     ) -> VerificationChangeOutcome:
         """Apply `req` to `user_id` if the state machine allows it, with history and audit entry.
 
+        With `record`, the user's sealed personal data is stored in the same transaction, unless
+        the document is already used by too many other accounts (`identity_already_used`).
         Nothing is written when the change is refused.
         """
         await self._schema.ready()
 
         def _txn(txn: LoggingTransaction) -> VerificationChangeOutcome:
+            if record is not None:
+                serializable_txn(txn)  # the account count must not race (identity_record_store)
             current = _get_verification_txn(txn, user_id)
             decision = decide_verification_change(current, req)
             if not decision.allowed:
                 return VerificationChangeOutcome(decision, current)
+            if record is not None:
+                decision = write_identity_record_txn(txn, user_id, record, req.now_ms)
+                if not decision.allowed:
+                    return VerificationChangeOutcome(decision, current)
             new = apply_verification_change(current, req)
             txn.execute(
                 "INSERT INTO compliance_verification"
@@ -128,6 +145,8 @@ class IdentityStore:
                         "level": new.level,
                         "method": req.method,
                         "expires_ts": new.expires_ts,
+                        # Never the data itself: only that a sealed record came with the change.
+                        **({"personal_data": True, "key_id": record.sealed.key_id} if record else {}),
                     },
                 ),
                 req.now_ms,

@@ -156,7 +156,13 @@ def test_status_endpoint_tells_what_is_enforced(admin: MatrixClient) -> None:
     body = admin.status().json()
     assert body["schema"]["ready"] is True
     assert body["schema"]["version"] >= 1
-    assert body["identity"]["enforced"] == ["create_group"]
+    assert body["identity"]["required_for"] == [
+        "create_group",
+        "invite",
+        "join_group",
+        "manage_group",
+        "send_in_group",
+    ]
 
 
 def test_help_url_and_governed_direct_chats(server_factory: Any) -> None:
@@ -172,7 +178,21 @@ def test_help_url_and_governed_direct_chats(server_factory: Any) -> None:
     assert alice.me().json()["help_url"] == "https://example.org/verify"
 
 
-def test_gate_off_when_not_required(server_factory: Any) -> None:
+def test_only_the_listed_actions_are_gated(server_factory: Any) -> None:
     hs = server_factory({"identity": {"required_for": ["join_group"]}})
-    alice = hs.register()
-    assert alice.create_room(name="free").status_code == 200
+    alice, bob = hs.register(), hs.register()
+    room_id = alice.create_group()  # creating, inviting and sending are not gated here
+    assert alice.invite(room_id, bob.user_id).status_code == 200
+    assert alice.send_text(room_id, "hello").status_code == 200
+    r = bob.join(room_id)
+    assert r.status_code == 403 and r.json()[REASON] == "identity_unverified"
+    assert "join a group" in r.json()["error"]
+
+
+def test_empty_required_for_gates_nothing(server_factory: Any) -> None:
+    hs = server_factory({"identity": {"required_for": []}})
+    alice, bob = hs.register(), hs.register()
+    room_id = alice.create_group()
+    assert alice.invite(room_id, bob.user_id).status_code == 200
+    assert bob.join(room_id).status_code == 200
+    assert bob.send_text(room_id, "hi").status_code == 200

@@ -61,6 +61,39 @@ class MatrixClient:
         """Join `room_id`."""
         return self.http.post(f"/_matrix/client/v3/join/{q(room_id)}", json={})
 
+    def leave(self, room_id: str) -> httpx.Response:
+        """Leave `room_id`."""
+        return self.http.post(f"/_matrix/client/v3/rooms/{q(room_id)}/leave", json={})
+
+    def state(self, room_id: str, event_type: str, state_key: str = "") -> httpx.Response:
+        """GET one state event's content."""
+        return self.http.get(f"/_matrix/client/v3/rooms/{q(room_id)}/state/{event_type}/{q(state_key)}")
+
+    def put_state(self, room_id: str, event_type: str, content: Any, state_key: str = "") -> httpx.Response:
+        """PUT a state event."""
+        return self.http.put(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/state/{event_type}/{q(state_key)}", json=content
+        )
+
+    def set_power_level(self, room_id: str, user_id: str, level: int) -> httpx.Response:
+        """Change one user's power level (read-modify-write of m.room.power_levels)."""
+        content = self.state(room_id, "m.room.power_levels").json()
+        content.setdefault("users", {})[user_id] = level
+        return self.put_state(room_id, "m.room.power_levels", content)
+
+    def redact(self, room_id: str, event_id: str) -> httpx.Response:
+        """Redact an event."""
+        self._txn += 1
+        return self.http.put(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/redact/{q(event_id)}/r{self._txn}", json={}
+        )
+
+    def upgrade(self, room_id: str, new_version: str = "11") -> httpx.Response:
+        """Upgrade a room."""
+        return self.http.post(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/upgrade", json={"new_version": new_version}
+        )
+
     def whoami(self) -> httpx.Response:
         """GET /account/whoami."""
         return self.http.get("/_matrix/client/v3/account/whoami")

@@ -25,6 +25,7 @@ import yaml
 from signedjson.key import generate_signing_key, write_signing_keys
 
 from tests.harness.client import MatrixClient
+from tests.harness.federation import federate
 from tests.harness.postgres import PostgresDatabase, fresh_database
 
 MODULE = "synapse_compliance.ComplianceModule"
@@ -72,6 +73,7 @@ def homeserver_config(
     *,
     extra: Mapping[str, Any] | None = None,
     relaxed_rate_limits: bool = True,
+    metrics: bool = False,
 ) -> dict[str, Any]:
     """A loopback homeserver config; `module_config=None` means plain Synapse without the module.
 
@@ -89,7 +91,9 @@ def homeserver_config(
                 "type": "http",
                 "tls": False,
                 "x_forwarded": False,
-                "resources": [{"names": ["client", "federation"], "compress": False}],
+                "resources": [
+                    {"names": ["client", "federation", *(["metrics"] if metrics else [])], "compress": False}
+                ],
             }
         ],
         "database": dict(database),
@@ -112,6 +116,8 @@ def homeserver_config(
         },
         "modules": [] if module_config is None else [{"module": MODULE, "config": module_config}],
     }
+    if metrics:
+        config["enable_metrics"] = True  # served at /_synapse/metrics on the same listener
     if relaxed_rate_limits:
         config.update(RELAXED_RATE_LIMITS)
     if extra:
@@ -179,6 +185,7 @@ class Homeserver:
     base_url: str
     workdir: Path
     process: subprocess.Popen[bytes]
+    server_name: str = SERVER_NAME
 
     def url(self, path: str) -> str:
         """An absolute URL on this server."""
@@ -260,31 +267,51 @@ def running_homeserver(
     *,
     extra: Mapping[str, Any] | None = None,
     timeout_s: float = 90,
+    federated: bool = False,
+    metrics: bool = False,
 ) -> Iterator[Homeserver]:
-    """Start Synapse, yield it once `/health` answers, and always stop it afterwards."""
+    """Start Synapse, yield it once `/health` answers, and always stop it afterwards.
+
+    With `federated=True` the server is named `127.0.0.1:<tls port>` and can federate with
+    other federated test servers (tests/harness/federation.py).
+    """
     port = free_loopback_port()
-    config = homeserver_config(workdir, port, database.synapse_config(workdir), module_config, extra=extra)
+    config = homeserver_config(
+        workdir, port, database.synapse_config(workdir), module_config, extra=extra, metrics=metrics
+    )
+    if federated:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = federate(config, workdir, free_loopback_port())
     config_path = write_homeserver_files(workdir, config)
     output = workdir / "stdout.log"
     process = spawn_synapse(config_path, output)
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url, process, output, timeout_s)
-        yield Homeserver(base_url=base_url, workdir=workdir, process=process)
+        yield Homeserver(
+            base_url=base_url, workdir=workdir, process=process, server_name=config["server_name"]
+        )
     finally:
         stop_process(process)
 
 
 def start_expecting_failure(
-    workdir: Path, database: DatabaseChoice, module_config: Any, timeout_s: float = 90
+    workdir: Path,
+    database: DatabaseChoice,
+    module_config: Any,
+    timeout_s: float = 90,
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> StartupFailed:
     """Start Synapse with a config that must be refused; return how it failed.
+
+    `extra` adds homeserver.yaml keys, as for `running_homeserver` (e.g. `oidc_providers`).
 
     Raises:
         AssertionError: Synapse became healthy instead (it is stopped first).
     """
     try:
-        with running_homeserver(workdir, database, module_config, timeout_s=timeout_s):
+        with running_homeserver(workdir, database, module_config, extra=extra, timeout_s=timeout_s):
             pass
     except StartupFailed as e:
         return e

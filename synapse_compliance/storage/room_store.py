@@ -1,0 +1,107 @@
+"""Facts about rooms for the group rules: read from Synapse's room state, cached per process.
+
+The facts of a room recorded as a group never change, so they are cached until evicted. For
+possible direct chats the member count matters; every process sees every membership event
+through `on_new_event` (SYNAPSE_FACTS §11) and drops its own cached entry then, so no
+cross-worker invalidation is needed.
+"""
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import cast
+
+from synapse.module_api import LoggingTransaction, ModuleApi, cached
+
+from synapse_compliance._synapse_private import MISSING, cached_now, get_clock, server_notices_mxid
+from synapse_compliance.core.groups import KIND_DIRECT_CHAT, KIND_GROUP, ROOM_KIND_KEY, RoomFacts
+from synapse_compliance.storage.schema import SchemaManager
+
+CREATE = ("m.room.create", "")
+_COUNTED = frozenset({"join", "invite"})
+
+
+class RoomStore:
+    """Room facts (cached) and the registry of direct chats that became groups."""
+
+    def __init__(self, api: ModuleApi, schema: SchemaManager) -> None:
+        self._api = api
+        self._schema = schema
+        self._notices_mxid = server_notices_mxid(api)
+        # `@cached` needs these two attributes on its owner (SYNAPSE_FACTS §12).
+        self.server_name = api.server_name
+        self.clock = get_clock(api)
+
+    async def get_room_facts(self, room_id: str) -> RoomFacts:
+        """What the group rules need to know about `room_id` (an unknown room is not local)."""
+        hit = cached_now(self._cached_facts, (room_id,))
+        if hit is not MISSING:
+            return cast(RoomFacts, hit)
+        lookup = cast(Callable[[str], Awaitable[RoomFacts]], self._cached_facts)  # see IdentityStore
+        return await lookup(room_id)
+
+    def forget(self, room_id: str) -> None:
+        """Drop this process's cached facts of `room_id` (after a membership change)."""
+        self._cached_facts.invalidate((room_id,))
+
+    async def record_became_group(self, room_id: str, now_ms: int) -> None:
+        """Remember that a direct chat became a group (idempotent)."""
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> None:
+            txn.execute(
+                "INSERT INTO compliance_groups (room_id, became_group_ts, origin) VALUES (?, ?, ?)"
+                " ON CONFLICT (room_id) DO NOTHING",
+                (room_id, now_ms, "direct_chat_grew"),
+            )
+
+        await self._api.run_db_interaction("compliance_record_became_group", _txn)
+        self.forget(room_id)
+
+    @cached(max_entries=50_000)
+    async def _cached_facts(self, room_id: str) -> RoomFacts:
+        state = await self._api.get_room_state(room_id, [CREATE])
+        create = state.get(CREATE)
+        if create is None:
+            return RoomFacts(creator_is_local=False)
+        marker = _marker(create.content)
+        became_group = False
+        predecessor = create.content.get("predecessor")
+        if marker is None and isinstance(predecessor, Mapping):
+            # An upgraded room carries its predecessor's kind (upgrades skip on_create_room).
+            old_room = predecessor.get("room_id")
+            if isinstance(old_room, str) and old_room != room_id:
+                old = await self.get_room_facts(old_room)
+                marker, became_group = old.marker, old.became_group
+        facts = RoomFacts(
+            creator_is_local=self._api.is_mine(create.sender),
+            creator_is_notices=create.sender == self._notices_mxid,
+            marker=marker,
+            became_group=became_group,
+        )
+        if not facts.needs_members:
+            return facts
+        members = await self._api.get_room_state(room_id, [("m.room.member", None)])
+        counted = [e for e in members.values() if e.content.get("membership") in _COUNTED]
+        return RoomFacts(
+            creator_is_local=facts.creator_is_local,
+            creator_is_notices=facts.creator_is_notices,
+            marker=facts.marker,
+            members=len(counted),
+            has_direct_flag=any(e.content.get("is_direct") is True for e in members.values()),
+            became_group=facts.became_group or await self._became_group(room_id),
+        )
+
+    async def _became_group(self, room_id: str) -> bool:
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> bool:
+            txn.execute("SELECT 1 FROM compliance_groups WHERE room_id = ?", (room_id,))
+            return txn.fetchone() is not None
+
+        return await self._api.run_db_interaction("compliance_get_became_group", _txn)
+
+
+def _marker(content: Mapping[str, object]) -> str | None:
+    value = content.get(ROOM_KIND_KEY)
+    if isinstance(value, str) and value in (KIND_GROUP, KIND_DIRECT_CHAT):
+        return value
+    return None
