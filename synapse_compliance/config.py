@@ -11,6 +11,7 @@ This module imports nothing from Synapse and does no I/O (it may import `core`);
 names (key files) are read by `synapse_compliance.keys`.
 """
 
+import re
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import TypeVar
@@ -49,6 +50,15 @@ class ScopeConfig:
 
 
 @attrs.frozen
+class KycWebhookConfig:
+    """The signed KYC-provider webhook (`POST kyc/webhook`)."""
+
+    enabled: bool = False
+    secret_file: str | None = None
+    tolerance_ms: int = 300_000
+
+
+@attrs.frozen
 class IdentityConfig:
     """Verified identities (DESIGN §4.2)."""
 
@@ -58,6 +68,9 @@ class IdentityConfig:
     # Keys that sealed older records; they only open records until `rotate-key` has re-sealed them.
     previous_pii_key_files: tuple[str, ...] = ()
     max_accounts_per_identity: int = 1
+    # Sources of verification besides OIDC (which is configured on the OIDC provider).
+    admin_attestation: bool = True
+    kyc_webhook: KycWebhookConfig = KycWebhookConfig()
 
 
 @attrs.frozen
@@ -121,7 +134,15 @@ def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
     d = _mapping(raw, path)
     _reject_unknown(
         d,
-        {"required_for", "help_url", "pii_key_file", "previous_pii_key_files", "max_accounts_per_identity"},
+        {
+            "required_for",
+            "help_url",
+            "pii_key_file",
+            "previous_pii_key_files",
+            "max_accounts_per_identity",
+            "admin_attestation",
+            "kyc_webhook",
+        },
         path,
     )
     default = IdentityConfig()
@@ -147,7 +168,23 @@ def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
         max_accounts_per_identity=_int(
             d, "max_accounts_per_identity", default.max_accounts_per_identity, path, minimum=1
         ),
+        admin_attestation=_bool(d, "admin_attestation", default.admin_attestation, path),
+        kyc_webhook=_parse_kyc_webhook(d.get("kyc_webhook"), (*path, "kyc_webhook")),
     )
+
+
+def _parse_kyc_webhook(raw: object, path: ConfigPath) -> KycWebhookConfig:
+    d = _mapping(raw, path)
+    _reject_unknown(d, {"enabled", "secret_file", "tolerance"}, path)
+    default = KycWebhookConfig()
+    enabled = _bool(d, "enabled", default.enabled, path)
+    secret_file = _optional_str(d, "secret_file", path)
+    if enabled and secret_file is None:
+        raise ConfigProblem((*path, "secret_file"), "required when the KYC webhook is enabled")
+    tolerance = _duration(d, "tolerance", default.tolerance_ms, path)
+    if not 1_000 <= tolerance <= 3_600_000:
+        raise ConfigProblem((*path, "tolerance"), "must be from 1s to 1h")
+    return KycWebhookConfig(enabled=enabled, secret_file=secret_file, tolerance_ms=tolerance)
 
 
 # --- small typed readers; each names the full path in its error --------------------------------
@@ -199,6 +236,32 @@ def _str_list(d: Mapping[str, object], key: str, path: ConfigPath) -> tuple[str,
                 (*path, key, f"<item {i}>"), f"expected a non-empty string; got {_describe(item)}"
             )
     return tuple(raw)
+
+
+_DURATION = re.compile(r"^([0-9]+)(ms|s|m|h|d|w)$")
+_DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def _duration(d: Mapping[str, object], key: str, default_ms: int, path: ConfigPath) -> int:
+    """A duration written like "300s", "12h", "184d"; returned in milliseconds."""
+    value = d.get(key)
+    if value is None:
+        return default_ms
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigProblem(
+            (*path, key), f'expected a duration such as "30s", "12h" or "7d"; got {_describe(value)}'
+        )
+    return int(match.group(1)) * _DURATION_MS[match.group(2)]
+
+
+def _bool(d: Mapping[str, object], key: str, default: bool, path: ConfigPath) -> bool:
+    value = d.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigProblem((*path, key), f"expected true or false; got {_describe(value)}")
+    return value
 
 
 def _int(

@@ -37,6 +37,7 @@ class ComplianceSettings:
     pii_key: PiiKey | None = None
     # Keys of `identity.previous_pii_key_files`, in the order listed (never the current key).
     previous_pii_keys: tuple[PiiKey, ...] = ()
+    kyc_webhook_secret: bytes | None = attrs.field(default=None, repr=False)
 
 
 def load_settings(config: ComplianceConfig) -> ComplianceSettings:
@@ -62,7 +63,34 @@ def load_settings(config: ComplianceConfig) -> ComplianceSettings:
         if any(k.key_id == key.key_id for k in previous):
             raise ConfigProblem(path, f"key file {file_name!r} repeats key {key.key_id} listed earlier")
         previous.append(key)
-    return ComplianceSettings(config=config, pii_key=pii_key, previous_pii_keys=tuple(previous))
+    secret = None
+    if config.identity.kyc_webhook.secret_file is not None:
+        secret = read_secret(
+            config.identity.kyc_webhook.secret_file, ("identity", "kyc_webhook", "secret_file")
+        )
+    return ComplianceSettings(
+        config=config, pii_key=pii_key, previous_pii_keys=tuple(previous), kyc_webhook_secret=secret
+    )
+
+
+MIN_SECRET_BYTES = 16
+
+
+def read_secret(file_name: str, path: ConfigPath) -> bytes:
+    """Read a shared secret file (surrounding whitespace ignored, at least 16 bytes).
+
+    Raises:
+        ConfigProblem: at `path`, saying what is wrong with the file.
+    """
+    try:
+        secret = Path(file_name).read_bytes().strip()
+    except OSError as e:
+        raise ConfigProblem(path, f"cannot read secret file {file_name!r}: {e}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigProblem(
+            path, f"secret file {file_name!r} holds {len(secret)} bytes; use at least {MIN_SECRET_BYTES}"
+        )
+    return secret
 
 
 def key_id_for(key: bytes) -> str:

@@ -20,6 +20,7 @@ from synapse_compliance.crypto import keyring_for
 from synapse_compliance.http._router import BASE_PATH, ComplianceResource
 from synapse_compliance.http.audit import AuditEndpoints
 from synapse_compliance.http.identity import IdentityEndpoints
+from synapse_compliance.http.kyc_webhook import KycWebhookEndpoint
 from synapse_compliance.http.personal_data import PersonalDataEndpoints
 from synapse_compliance.http.status import StatusEndpoints
 from synapse_compliance.keys import ComplianceSettings, load_settings
@@ -60,6 +61,13 @@ class ComplianceModule:
         routes = [
             *IdentityEndpoints(api, config.identity, self.identity_store, personal_data).routes(),
             *personal_data.routes(),
+            *KycWebhookEndpoint(
+                api,
+                config.identity.kyc_webhook,
+                settings.kyc_webhook_secret,
+                self.identity_store,
+                personal_data,
+            ).routes(),
             *AuditEndpoints(api, self.audit_store).routes(),
             *StatusEndpoints(api, config, self.schema).routes(),
         ]

@@ -70,7 +70,7 @@ def verification_json(v: Verification, now_ms: int) -> JsonDict:
     }
 
 
-def _change_refused(decision: Decision) -> SynapseError:
+def change_refused(decision: Decision) -> SynapseError:
     return SynapseError(
         400,
         verification_change_message(decision),
@@ -121,6 +121,13 @@ class IdentityEndpoints:
         status = _ADMIN_STATUSES.get(raw_status)
         if status is None:
             raise bad_param("status", f"must be one of {', '.join(sorted(_ADMIN_STATUSES))}")
+        if status is VerificationStatus.VERIFIED and not self._identity.admin_attestation:
+            raise SynapseError(
+                403,
+                "Admin attestation is turned off on this server (identity.admin_attestation: false): "
+                "identities are verified by the configured KYC provider or OIDC login only",
+                Codes.FORBIDDEN,
+            )
         level = optional_int(body, "level")
         expires_ts = optional_int(body, "expires_ts")
         note = optional_str(body, "note")
@@ -139,7 +146,7 @@ class IdentityEndpoints:
             user_id, req, actor=actor, reason=reason, note=note, record=record
         )
         if not outcome.decision.allowed:
-            raise _change_refused(outcome.decision)
+            raise change_refused(outcome.decision)
         response: JsonDict = {
             "user_id": user_id,
             "verification": verification_json(outcome.verification, req.now_ms),

@@ -12,7 +12,7 @@ import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi, cached
 
 from synapse_compliance._synapse_private import MISSING, cached_now, get_clock
-from synapse_compliance.core.decision import Decision
+from synapse_compliance.core.decision import ALLOW, Decision
 from synapse_compliance.core.identity import (
     NEVER_VERIFIED,
     Verification,
@@ -36,6 +36,8 @@ class VerificationChangeOutcome:
 
     decision: Decision
     verification: Verification
+    # True when `provider_event_id` had been applied before: nothing was written this time.
+    duplicate: bool = False
 
 
 @attrs.frozen
@@ -88,11 +90,14 @@ class IdentityStore:
         reason: str,
         note: str | None,
         record: IdentityRecordWrite | None = None,
+        provider_event_id: str | None = None,
     ) -> VerificationChangeOutcome:
         """Apply `req` to `user_id` if the state machine allows it, with history and audit entry.
 
         With `record`, the user's sealed personal data is stored in the same transaction, unless
         the document is already used by too many other accounts (`identity_already_used`).
+        With `provider_event_id` (the KYC webhook), the id is stored with the change; an id seen
+        before changes nothing and comes back as `duplicate`.
         Nothing is written when the change is refused.
         """
         await self._schema.ready()
@@ -101,6 +106,8 @@ class IdentityStore:
             if record is not None:
                 serializable_txn(txn)  # the account count must not race (identity_record_store)
             current = _get_verification_txn(txn, user_id)
+            if provider_event_id is not None and _provider_event_seen_txn(txn, provider_event_id):
+                return VerificationChangeOutcome(ALLOW, current, duplicate=True)
             decision = decide_verification_change(current, req)
             if not decision.allowed:
                 return VerificationChangeOutcome(decision, current)
@@ -109,6 +116,12 @@ class IdentityStore:
                 if not decision.allowed:
                     return VerificationChangeOutcome(decision, current)
             new = apply_verification_change(current, req)
+            if provider_event_id is not None:
+                txn.execute(
+                    "INSERT INTO compliance_kyc_events (event_id, user_id, status, received_ts)"
+                    " VALUES (?, ?, ?, ?)",
+                    (provider_event_id, user_id, req.status.value, req.now_ms),
+                )
             txn.execute(
                 "INSERT INTO compliance_verification"
                 " (user_id, status, level, method, updated_ts, verified_ts, expires_ts)"
@@ -154,7 +167,7 @@ class IdentityStore:
             return VerificationChangeOutcome(decision, new)
 
         outcome = await self._api.run_db_interaction("compliance_change_verification", _txn)
-        if outcome.decision.allowed:
+        if outcome.decision.allowed and not outcome.duplicate:
             await self._api.invalidate_cache(self._cached_verification, (user_id,))
         return outcome
 
@@ -185,6 +198,11 @@ class IdentityStore:
             ]
 
         return await self._api.run_db_interaction("compliance_list_verification_history", _txn)
+
+
+def _provider_event_seen_txn(txn: LoggingTransaction, event_id: str) -> bool:
+    txn.execute("SELECT 1 FROM compliance_kyc_events WHERE event_id = ?", (event_id,))
+    return txn.fetchone() is not None
 
 
 def _get_verification_txn(txn: LoggingTransaction, user_id: str) -> Verification:
