@@ -71,6 +71,10 @@ class IdentityConfig:
     # Sources of verification besides OIDC (which is configured on the OIDC provider).
     admin_attestation: bool = True
     kyc_webhook: KycWebhookConfig = KycWebhookConfig()
+    # A verification granted without its own expiry expires this long after it was granted
+    # (None: never); users are warned `reverify_warning` before.
+    reverify_after_ms: int | None = None
+    reverify_warning_ms: int = 14 * 86_400_000
 
 
 @attrs.frozen
@@ -142,6 +146,8 @@ def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
             "max_accounts_per_identity",
             "admin_attestation",
             "kyc_webhook",
+            "reverify_after",
+            "reverify_warning",
         },
         path,
     )
@@ -170,7 +176,18 @@ def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
         ),
         admin_attestation=_bool(d, "admin_attestation", default.admin_attestation, path),
         kyc_webhook=_parse_kyc_webhook(d.get("kyc_webhook"), (*path, "kyc_webhook")),
+        reverify_after_ms=_reverify_after(d, path),
+        reverify_warning_ms=_duration(d, "reverify_warning", default.reverify_warning_ms, path),
     )
+
+
+def _reverify_after(d: Mapping[str, object], path: ConfigPath) -> int | None:
+    if d.get("reverify_after") is None:
+        return None
+    value = _duration(d, "reverify_after", 0, path)
+    if value < 86_400_000:
+        raise ConfigProblem((*path, "reverify_after"), "must be at least 1d")
+    return value
 
 
 def _parse_kyc_webhook(raw: object, path: ConfigPath) -> KycWebhookConfig:

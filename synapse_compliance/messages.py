@@ -10,7 +10,7 @@ REASON_FIELD = "io.synapse_compliance.reason"
 HELP_URL_FIELD = "io.synapse_compliance.help_url"
 STATUS_FIELD = "io.synapse_compliance.status"
 
-_ACTION_WORDS = {
+ACTION_WORDS = {
     GatedAction.CREATE_GROUP.value: "create a group",
     GatedAction.JOIN_GROUP.value: "join a group",
     GatedAction.INVITE.value: "invite people to a group",
@@ -45,7 +45,7 @@ def identity_refusal_message(decision: Decision, help_url: str | None) -> str:
     if subject is not None:
         their = _THEIR_STATUS_WORDS.get(status, "their identity is not verified")
         return f"{subject} cannot be made a manager of a group: {their}. Managers need a verified identity."
-    action = _ACTION_WORDS.get(str(decision.facts.get("action")), "do this")
+    action = ACTION_WORDS.get(str(decision.facts.get("action")), "do this")
     how = (
         f"Find out how to get verified at {help_url}"
         if help_url

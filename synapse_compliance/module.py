@@ -21,14 +21,18 @@ from synapse_compliance.http._router import BASE_PATH, ComplianceResource
 from synapse_compliance.http.audit import AuditEndpoints
 from synapse_compliance.http.identity import IdentityEndpoints
 from synapse_compliance.http.kyc_webhook import KycWebhookEndpoint
+from synapse_compliance.http.notices import NoticeEndpoints
 from synapse_compliance.http.personal_data import PersonalDataEndpoints
 from synapse_compliance.http.status import StatusEndpoints
 from synapse_compliance.keys import ComplianceSettings, load_settings
 from synapse_compliance.storage.audit_store import AuditStore
 from synapse_compliance.storage.identity_record_store import IdentityRecordStore
 from synapse_compliance.storage.identity_store import IdentityStore
+from synapse_compliance.storage.notice_store import NoticeStore
 from synapse_compliance.storage.room_store import RoomStore
 from synapse_compliance.storage.schema import SchemaManager
+from synapse_compliance.tasks.identity_expiry import IdentityExpiry
+from synapse_compliance.tasks.notices import NoticeSender
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,10 @@ class ComplianceModule:
 
         self.schema = SchemaManager(api)
         self.audit_store = AuditStore(api, self.schema)
-        self.identity_store = IdentityStore(api, self.schema)
+        self.identity_store = IdentityStore(
+            api, self.schema, reverify_after_ms=config.identity.reverify_after_ms
+        )
+        self.notice_store = NoticeStore(api, self.schema)
         self.identity_record_store = IdentityRecordStore(api, self.schema)
         self.room_store = RoomStore(api, self.schema)
 
@@ -53,6 +60,9 @@ class ComplianceModule:
         guard = CallbackGuard(api.server_name)
         IdentityGate(api, config, self.identity_store, self.room_store, exemptions).register(guard)
         RemoteUsersGate(api, config, self.room_store, exemptions).register(guard)
+
+        notice_sender = NoticeSender(api, self.notice_store)
+        identity_expiry = IdentityExpiry(api, config.identity, self.identity_store, notice_sender)
 
         keyring = keyring_for(settings)
         personal_data = PersonalDataEndpoints(
@@ -70,10 +80,13 @@ class ComplianceModule:
             ).routes(),
             *AuditEndpoints(api, self.audit_store).routes(),
             *StatusEndpoints(api, config, self.schema).routes(),
+            *NoticeEndpoints(api, self.notice_store, notice_sender, identity_expiry).routes(),
         ]
         api.register_web_resource(BASE_PATH, ComplianceResource(routes, _synapse_private.get_clock(api)))
 
         self.schema.start()
+        notice_sender.start()
+        identity_expiry.start()
         logger.info(
             "synapse_compliance loaded on %s (background tasks here: %s)",
             api.worker_name or "main process",

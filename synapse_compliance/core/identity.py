@@ -144,6 +144,35 @@ def apply_verification_change(current: Verification, req: VerificationChangeRequ
     )
 
 
+def with_default_expiry(
+    req: VerificationChangeRequest, reverify_after_ms: int | None
+) -> VerificationChangeRequest:
+    """`req` with an expiry of `reverify_after_ms` from now when it verifies without one."""
+    if (
+        req.status is not VerificationStatus.VERIFIED
+        or req.expires_ts is not None
+        or reverify_after_ms is None
+    ):
+        return req
+    return attrs.evolve(req, expires_ts=req.now_ms + reverify_after_ms)
+
+
+def expire_verification(current: Verification) -> Verification:
+    """The record of a verification that reached its expiry (method and times are kept)."""
+    return attrs.evolve(current, status=VerificationStatus.EXPIRED, level=None)
+
+
+def expiry_due(v: Verification, now_ms: int, warning_ms: int) -> str | None:
+    """What the re-verification sweep owes a user: "expired", "expiring" (a warning) or None."""
+    if v.status is not VerificationStatus.VERIFIED or v.expires_ts is None:
+        return None
+    if v.expires_ts <= now_ms:
+        return "expired"
+    if v.expires_ts - warning_ms <= now_ms:
+        return "expiring"
+    return None
+
+
 def decide_identity_gate(
     verification: Verification,
     action: GatedAction,

@@ -6,7 +6,7 @@ a `@cached` lookup that is invalidated across workers on every change (SYNAPSE_F
 """
 
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, Protocol, cast
 
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi, cached
@@ -20,6 +20,8 @@ from synapse_compliance.core.identity import (
     VerificationStatus,
     apply_verification_change,
     decide_verification_change,
+    expire_verification,
+    with_default_expiry,
 )
 from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
 from synapse_compliance.storage.identity_record_store import (
@@ -27,6 +29,7 @@ from synapse_compliance.storage.identity_record_store import (
     serializable_txn,
     write_identity_record_txn,
 )
+from synapse_compliance.storage.notice_store import enqueue_notice_txn
 from synapse_compliance.storage.schema import SchemaManager
 
 
@@ -38,6 +41,29 @@ class VerificationChangeOutcome:
     verification: Verification
     # True when `provider_event_id` had been applied before: nothing was written this time.
     duplicate: bool = False
+
+
+EXPIRY_ACTOR = "system:reverification"
+
+
+@attrs.frozen
+class ExpirySweep:
+    """Who the re-verification sweep expired and who it warned."""
+
+    expired: tuple[str, ...]
+    warned: tuple[str, ...]
+
+
+class ExpiryNotices(Protocol):
+    """Composes the notices of the re-verification sweep (keyword arguments of `enqueue_notice_txn`)."""
+
+    def expired(self, user_id: str, verification: Verification) -> dict[str, Any]:
+        """The notice for a verification that has just expired."""
+        ...
+
+    def expiring(self, user_id: str, verification: Verification) -> dict[str, Any]:
+        """The warning before a verification expires."""
+        ...
 
 
 @attrs.frozen
@@ -56,9 +82,12 @@ class VerificationHistoryEntry:
 class IdentityStore:
     """Reads and changes users' verification state."""
 
-    def __init__(self, api: ModuleApi, schema: SchemaManager) -> None:
+    def __init__(
+        self, api: ModuleApi, schema: SchemaManager, *, reverify_after_ms: int | None = None
+    ) -> None:
         self._api = api
         self._schema = schema
+        self._reverify_after_ms = reverify_after_ms
         # `@cached` needs these two attributes on its owner (SYNAPSE_FACTS §12).
         self.server_name = api.server_name
         self.clock = get_clock(api)
@@ -98,9 +127,11 @@ class IdentityStore:
         the document is already used by too many other accounts (`identity_already_used`).
         With `provider_event_id` (the KYC webhook), the id is stored with the change; an id seen
         before changes nothing and comes back as `duplicate`.
-        Nothing is written when the change is refused.
+        Nothing is written when the change is refused. A verification granted without an expiry
+        gets `identity.reverify_after` (when configured).
         """
         await self._schema.ready()
+        req = with_default_expiry(req, self._reverify_after_ms)
 
         def _txn(txn: LoggingTransaction) -> VerificationChangeOutcome:
             if record is not None:
@@ -198,6 +229,66 @@ class IdentityStore:
             ]
 
         return await self._api.run_db_interaction("compliance_list_verification_history", _txn)
+
+    async def sweep_expiry(
+        self, now_ms: int, warning_ms: int, notices: "ExpiryNotices", limit: int
+    ) -> ExpirySweep:
+        """Expire verifications past their expiry and queue the notices owed, in one transaction.
+
+        Expired users get a history row (actor `system:reverification`) and an `identity_expired`
+        notice; users within `warning_ms` of expiry get one `identity_expiring` notice. Both
+        notices are keyed by user and expiry, so running the sweep again sends nothing twice.
+        """
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> ExpirySweep:
+            txn.execute(
+                "SELECT user_id FROM compliance_verification WHERE status = ? AND expires_ts <= ?"
+                " ORDER BY expires_ts LIMIT ?",
+                (VerificationStatus.VERIFIED.value, now_ms, limit),
+            )
+            expired = [str(r[0]) for r in txn.fetchall()]
+            for user_id in expired:
+                current = _get_verification_txn(txn, user_id)
+                new = expire_verification(current)
+                txn.execute(
+                    "UPDATE compliance_verification SET status = ?, level = NULL, updated_ts = ?"
+                    " WHERE user_id = ?",
+                    (new.status.value, now_ms, user_id),
+                )
+                txn.execute(
+                    "INSERT INTO compliance_verification_history"
+                    " (user_id, status, level, method, actor, note, ts) VALUES (?, ?, NULL, ?, ?, ?, ?)",
+                    (
+                        user_id,
+                        new.status.value,
+                        current.method or "",
+                        EXPIRY_ACTOR,
+                        "verification expired",
+                        now_ms,
+                    ),
+                )
+                enqueue_notice_txn(txn, now_ms=now_ms, **notices.expired(user_id, current))
+            txn.execute(
+                "SELECT v.user_id FROM compliance_verification AS v WHERE v.status = ?"
+                " AND v.expires_ts > ? AND v.expires_ts <= ? AND NOT EXISTS ("
+                " SELECT 1 FROM compliance_notices AS n"
+                " WHERE n.dedupe_key"
+                " = 'identity_expiring:' || v.user_id || ':' || CAST(v.expires_ts AS TEXT))"
+                " ORDER BY v.expires_ts LIMIT ?",
+                (VerificationStatus.VERIFIED.value, now_ms, now_ms + warning_ms, limit),
+            )
+            warned = [str(r[0]) for r in txn.fetchall()]
+            for user_id in warned:
+                enqueue_notice_txn(
+                    txn, now_ms=now_ms, **notices.expiring(user_id, _get_verification_txn(txn, user_id))
+                )
+            return ExpirySweep(expired=tuple(expired), warned=tuple(warned))
+
+        sweep = await self._api.run_db_interaction("compliance_sweep_expiry", _txn)
+        for user_id in sweep.expired:
+            await self._api.invalidate_cache(self._cached_verification, (user_id,))
+        return sweep
 
 
 def _provider_event_seen_txn(txn: LoggingTransaction, event_id: str) -> bool:

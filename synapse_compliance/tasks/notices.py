@@ -18,6 +18,7 @@ INTERVAL_MS = 5_000
 BATCH = 100
 _BACKOFF_BASE_MS = 5_000
 _BACKOFF_MAX_MS = 3_600_000
+_WAIT_POLL_S = 0.05
 
 
 class NoticeSender:
@@ -47,9 +48,14 @@ class NoticeSender:
             self._api.run_as_background_process("compliance_notices_wake", self.deliver_due)
 
     async def deliver_due(self) -> int:
-        """Send every due notice; return how many were delivered."""
-        if self._running:  # one delivery pass at a time; ask the running one to go round again
+        """Send every due notice; return how many this call delivered.
+
+        One delivery pass runs at a time. A call while one runs asks it to go round once more
+        and waits for it, so when any call returns, every notice due at its start was tried.
+        """
+        if self._running:
             self._again = True
+            await self._wait_idle()
             return 0
         self._running = True
         delivered = 0
@@ -64,6 +70,10 @@ class NoticeSender:
         if delivered:
             logger.info("delivered %d compliance notice(s)", delivered)
         return delivered
+
+    async def _wait_idle(self) -> None:
+        while self._running:
+            await self._api.sleep(_WAIT_POLL_S)
 
     async def _pass(self) -> int:
         delivered = 0

@@ -94,6 +94,21 @@ class MatrixClient:
             f"/_matrix/client/v3/rooms/{q(room_id)}/upgrade", json={"new_version": new_version}
         )
 
+    def server_notices(self, notices_user: str = "@notices:localhost") -> list[str]:
+        """Bodies of the server notices this user can read, oldest first."""
+        rooms = self.http.get("/_matrix/client/v3/joined_rooms").json()["joined_rooms"]
+        bodies: list[str] = []
+        for room_id in rooms:
+            chunk = self.http.get(
+                f"/_matrix/client/v3/rooms/{q(room_id)}/messages", params={"dir": "b", "limit": 50}
+            ).json()["chunk"]
+            bodies += [
+                e["content"].get("body", "")
+                for e in reversed(chunk)
+                if e["type"] == "m.room.message" and e["sender"] == notices_user
+            ]
+        return bodies
+
     def whoami(self) -> httpx.Response:
         """GET /account/whoami."""
         return self.http.get("/_matrix/client/v3/account/whoami")

@@ -80,3 +80,43 @@ def test_dotted_path_matches_synapse_spelling() -> None:
         caught.value.dotted("modules.<item 0>.config")
         == "modules.<item 0>.config.identity.required_for.<item 0>"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "message"),
+    [
+        ({"identity": {"reverify_after": "12h"}}, ("identity", "reverify_after"), "at least 1d"),
+        ({"identity": {"reverify_after": "a year"}}, ("identity", "reverify_after"), "expected a duration"),
+        ({"identity": {"reverify_warning": 14}}, ("identity", "reverify_warning"), "expected a duration"),
+        ({"identity": {"admin_attestation": "no"}}, ("identity", "admin_attestation"), "true or false"),
+        (
+            {"identity": {"kyc_webhook": {"enabled": True}}},
+            ("identity", "kyc_webhook", "secret_file"),
+            "required",
+        ),
+        (
+            {"identity": {"kyc_webhook": {"tolerance": "0s"}}},
+            ("identity", "kyc_webhook", "tolerance"),
+            "1s to 1h",
+        ),
+        (
+            {"identity": {"kyc_webhook": {"secret": "x"}}},
+            ("identity", "kyc_webhook", "secret"),
+            "accepted here",
+        ),
+        ({"groups": {"manager_power_level": 0}}, ("groups", "manager_power_level"), "at least 1"),
+        ({"groups": {"manager_power_level": "50"}}, ("groups", "manager_power_level"), "expected an integer"),
+        ({"scope": {"remote_users": "open"}}, ("scope", "remote_users"), "accepted: allow, restrict, block"),
+    ],
+)
+def test_more_bad_values_name_their_path(raw: Any, path: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigProblem) as caught:
+        parse_config(raw)
+    assert caught.value.path == path
+    assert message in caught.value.message
+
+
+def test_durations() -> None:
+    identity = parse_config({"identity": {"reverify_after": "2w", "reverify_warning": "36h"}}).identity
+    assert identity.reverify_after_ms == 14 * 86_400_000
+    assert identity.reverify_warning_ms == 36 * 3_600_000

@@ -14,6 +14,9 @@ from synapse_compliance.core.identity import (
     apply_verification_change,
     decide_identity_gate,
     decide_verification_change,
+    expire_verification,
+    expiry_due,
+    with_default_expiry,
 )
 from tests.unit.strategies import action_sets, actions, change_requests, times, verifications
 
@@ -130,3 +133,24 @@ def test_requiring_less_never_refuses_more(
     smaller = a & b
     if not decide_identity_gate(v, action, smaller, now).allowed:
         assert not decide_identity_gate(v, action, a, now).allowed
+
+
+def test_default_expiry_only_for_verifications_without_one() -> None:
+    assert with_default_expiry(req(S.VERIFIED, 1), 1000).expires_ts == NOW + 1000
+    assert with_default_expiry(req(S.VERIFIED, 1, expires_ts=NOW + 5), 1000).expires_ts == NOW + 5
+    assert with_default_expiry(req(S.PENDING), 1000).expires_ts is None
+    assert with_default_expiry(req(S.VERIFIED, 1), None).expires_ts is None
+
+
+@given(verifications(), times, st.integers(0, 10**10))
+def test_expiry_due(v: Verification, now: int, warning: int) -> None:
+    due = expiry_due(v, now, warning)
+    if due == "expired":
+        assert v.effective_status(now) is S.EXPIRED
+        assert (
+            expire_verification(v).status is S.EXPIRED and expire_verification(v).expires_ts == v.expires_ts
+        )
+    elif due == "expiring":
+        assert v.effective_status(now) is S.VERIFIED
+    else:
+        assert v.status is not S.VERIFIED or v.expires_ts is None or v.expires_ts - warning > now
