@@ -70,8 +70,8 @@ from synapse_compliance.core.oidc_claims import (
     evaluate_oidc_claims,
 )
 from synapse_compliance.oidc_config import split_mapping_provider_config
-from synapse_compliance.storage.identity_store import IdentityStore, _get_verification_txn
-from synapse_compliance.storage.schema import SchemaManager, _current_version_txn
+from synapse_compliance.storage.identity_store import IdentityStore
+from synapse_compliance.storage.schema import SchemaManager, current_version_txn
 
 if TYPE_CHECKING:
     from synapse.config.oidc import OidcProviderConfig
@@ -114,7 +114,7 @@ class ComplianceOidcMappingProvider(JinjaOidcMappingProvider):
         self.idp_id = provider.idp_id
         self.method = method_for(provider.idp_id)
         self._schema = _SchemaWaiter(module_api)
-        self._store = IdentityStore(module_api, self._schema)
+        self._store = IdentityStore(module_api, self._schema, register_cache=False)
         self._parked = ParkedVerdicts()
         self._warned_no_gate_cache = False
         module_api.register_account_validity_callbacks(on_user_login=self._on_user_login)
@@ -172,12 +172,9 @@ class ComplianceOidcMappingProvider(JinjaOidcMappingProvider):
 
     async def _apply(self, user_id: str, verdict: ClaimVerdict) -> None:
         now = self._api.get_current_time_msec()
-        await self._schema.ready()
         # Read uncached: this store's own cache is not invalidated by admin changes made through
         # the module's store, so only the database is a trustworthy "current".
-        current = await self._api.run_db_interaction(
-            "compliance_oidc_read_verification", _get_verification_txn, user_id
-        )
+        current = await self._store.read_verification(user_id)
         outcome = decide_oidc_verification(current, verdict, self.method, self._policy, now)
         if outcome.change is None:
             logger.debug("OIDC login of %s via %s: %s", user_id, self.idp_id, outcome.reason_code)
@@ -217,8 +214,7 @@ class ComplianceOidcMappingProvider(JinjaOidcMappingProvider):
     def _invalidate_gate_cache(self, user_id: str) -> None:
         # `change_verification` invalidated this store's cache and told other workers; the
         # ComplianceModule's own store in this process caches separately (see _SynapseInternals).
-        # The store's cached lookup is private to it; only its identity and name are used here.
-        own_lookup = self._store._cached_verification
+        own_lookup = self._store.verification_cache
         found = self._internals.invalidate_registered(own_lookup, (user_id,))
         if not found and not self._warned_no_gate_cache:
             self._warned_no_gate_cache = True
@@ -261,7 +257,7 @@ class _SchemaWaiter(SchemaManager):
         while not self._seen_ready:
             try:
                 version = await self._module_api.run_db_interaction(
-                    "compliance_oidc_schema_version", _current_version_txn
+                    "compliance_oidc_schema_version", current_version_txn
                 )
             except Exception:  # the version table does not exist before the first upgrade
                 version = 0

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 import attrs
-from synapse.module_api import LoggingTransaction, ModuleApi, cached
+from synapse.module_api import CachedFunction, LoggingTransaction, ModuleApi, cached
 
 from synapse_compliance._synapse_private import MISSING, cached_now, get_clock
 from synapse_compliance.core.decision import ALLOW, Decision
@@ -83,15 +83,24 @@ class IdentityStore:
     """Reads and changes users' verification state."""
 
     def __init__(
-        self, api: ModuleApi, schema: SchemaManager, *, reverify_after_ms: int | None = None
+        self,
+        api: ModuleApi,
+        schema: SchemaManager,
+        *,
+        reverify_after_ms: int | None = None,
+        register_cache: bool = True,
     ) -> None:
+        """`register_cache=False` for a second store in one process (the OIDC mapping provider):
+        Synapse keeps one cached function per name for cross-worker invalidation, and it must be
+        the `ComplianceModule`'s, which the gates read."""
         self._api = api
         self._schema = schema
         self._reverify_after_ms = reverify_after_ms
         # `@cached` needs these two attributes on its owner (SYNAPSE_FACTS §12).
         self.server_name = api.server_name
         self.clock = get_clock(api)
-        api.register_cached_function(self._cached_verification)
+        if register_cache:
+            api.register_cached_function(self._cached_verification)
 
     async def get_verification(self, user_id: str) -> Verification:
         """The user's current verification (`NEVER_VERIFIED` for users without a record)."""
@@ -102,6 +111,18 @@ class IdentityStore:
         # bound call it really is.
         lookup = cast(Callable[[str], Awaitable[Verification]], self._cached_verification)
         return await lookup(user_id)
+
+    @property
+    def verification_cache(self) -> CachedFunction[Any]:
+        """The cached lookup behind `get_verification` (its name is the cross-worker key)."""
+        return self._cached_verification
+
+    async def read_verification(self, user_id: str) -> Verification:
+        """The user's verification read from the database, bypassing the cache."""
+        await self._schema.ready()
+        return await self._api.run_db_interaction(
+            "compliance_read_verification", _get_verification_txn, user_id
+        )
 
     @cached(max_entries=100_000)
     async def _cached_verification(self, user_id: str) -> Verification:

@@ -138,9 +138,7 @@ class SchemaManager:
         polls = 0
         while True:
             try:
-                current = await self._api.run_db_interaction(
-                    "compliance_schema_version", _current_version_txn
-                )
+                current = await self._api.run_db_interaction("compliance_schema_version", current_version_txn)
             except Exception:  # the version table may not exist yet
                 current = 0
             if current >= self.target_version:
@@ -162,7 +160,7 @@ class SchemaManager:
             "CREATE TABLE IF NOT EXISTS compliance_schema_version ("
             " version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)"
         )
-        return _current_version_txn(txn)
+        return current_version_txn(txn)
 
     def _apply_txn(self, txn: LoggingTransaction, delta: Delta) -> None:
         engine = "postgres" if is_postgres(txn) else "sqlite"
@@ -174,7 +172,8 @@ class SchemaManager:
         )
 
 
-def _current_version_txn(txn: LoggingTransaction) -> int:
+def current_version_txn(txn: LoggingTransaction) -> int:
+    """The schema version the database is at (0 before any delta); for instances that only wait."""
     txn.execute("SELECT MAX(version) FROM compliance_schema_version")
     row = txn.fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
