@@ -78,6 +78,26 @@ def is_postgres(txn: LoggingTransaction) -> bool:
     return isinstance(txn.database_engine, PostgresEngine)
 
 
+def persisted_upto(api: ModuleApi) -> int:
+    """The highest stream ordering below which every event has been persisted.
+
+    Why private: the archiver must not read past it (orderings are allocated before commit and
+    commit out of order, SYNAPSE_FACTS §11), and ModuleApi exposes no stream position. This is
+    `get_room_max_stream_ordering()`, the persisted-up-to position across all event writers.
+    """
+    return int(api._store.get_room_max_stream_ordering())
+
+
+def backfilled_downto(api: ModuleApi) -> int:
+    """The lowest (negative) stream ordering above which every backfilled event is persisted.
+
+    Why private: as for `persisted_upto`, for events fetched by back-pagination, which get
+    negative orderings from a second generator (SYNAPSE_FACTS §11):
+    `get_room_min_stream_ordering()`.
+    """
+    return int(api._store.get_room_min_stream_ordering())
+
+
 def self_test(api: ModuleApi) -> None:
     """Fail start-up loudly if a Synapse upgrade moved an internal this module relies on.
 
@@ -88,6 +108,10 @@ def self_test(api: ModuleApi) -> None:
         if not isinstance(get_clock(api), Clock):
             raise TypeError("get_clock() did not return a Clock")
         server_notices_mxid(api)
+        if not isinstance(persisted_upto(api), int):
+            raise TypeError("get_room_max_stream_ordering() did not return an int")
+        if not isinstance(backfilled_downto(api), int):
+            raise TypeError("get_room_min_stream_ordering() did not return an int")
         if api.worker_name is None and not callable(
             getattr(_hs(api).get_server_notices_manager(), "send_notice", None)
         ):

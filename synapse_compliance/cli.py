@@ -3,6 +3,7 @@
     synapse-compliance check-config homeserver.yaml   validate the module's config offline
     synapse-compliance keygen --pii-key FILE          make a new AES-256 key file for personal data
     synapse-compliance rotate-key -c homeserver.yaml  re-seal personal data under the current key
+    synapse-compliance verify -c homeserver.yaml      recompute the archive's hash chains (read-only)
 
 Exit status: 0 success, 1 failure (e.g. an invalid config), 2 usage error; messages go to stderr
 as one line each.
@@ -20,6 +21,7 @@ import yaml
 from synapse_compliance.config import ConfigProblem, parse_config
 from synapse_compliance.crypto import keyring_for
 from synapse_compliance.keys import load_settings, write_pii_key
+from synapse_compliance.storage.archive_rows import verify_offline
 from synapse_compliance.storage.key_rotation import (
     RotationError,
     main_database_config,
@@ -27,6 +29,7 @@ from synapse_compliance.storage.key_rotation import (
     rotate_all,
 )
 
+_VERIFY_PROGRESS_ROWS = 10_000  # print progress every this many rows
 MODULE_NAMES = {"synapse_compliance.ComplianceModule", "synapse_compliance.module.ComplianceModule"}
 
 
@@ -128,6 +131,49 @@ def run_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    """Recompute the archive's hash chains from the database (read-only); report the first break."""
+    path = Path(args.config)
+    document, _ = read_homeserver_yaml(path)
+    try:
+        db = open_database(main_database_config(document))
+    except RotationError as e:
+        raise Failure(f"{path}: {e}") from None
+    except Exception as e:  # the driver's connection errors; one line, no traceback
+        raise Failure(f"{path}: cannot connect to the database: {str(e).strip()}") from None
+
+    def query(sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in db.execute(sql, params).fetchall()]
+
+    shown = 0
+
+    def progress(rooms: int, rows: int) -> None:
+        nonlocal shown
+        if rows - shown >= _VERIFY_PROGRESS_ROWS:
+            shown = rows
+            print(f"checked {rows} rows in {rooms} rooms", flush=True)
+
+    try:
+        report = verify_offline(query, args.room_id, progress)
+    except Exception as e:  # e.g. no archive tables yet: the module never ran on this database
+        raise Failure(f"verify: cannot read the archive: {str(e).strip()}") from None
+    finally:
+        db.close()
+    found = report.first_break
+    if found is not None:
+        where = (
+            f"event {found.event_id} (stream ordering {found.stream_ordering})"
+            if found.event_id
+            else "its end"
+        )
+        raise Failure(
+            f"verify: chain of room {found.room_id} broken at {where}: {found.reason} "
+            f"(after {report.rows_checked} good rows in {report.rooms_checked} rooms)"
+        )
+    print(f"ok: {report.rows_checked} rows in {report.rooms_checked} rooms; every chain holds")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
@@ -176,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, default=500, metavar="N", help="records per transaction (500)"
     )
     rotate.set_defaults(run=run_rotate_key)
+
+    verify = sub.add_parser("verify", help="recompute the archive's hash chains and report the first break")
+    verify.add_argument("-c", "--config", required=True, metavar="FILE", help="path to homeserver.yaml")
+    verify.add_argument("--room-id", metavar="ROOM", help="check only this room")
+    verify.set_defaults(run=run_verify)
     return parser
 
 

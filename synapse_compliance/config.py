@@ -11,34 +11,43 @@ This module imports nothing from Synapse and does no I/O (it may import `core`);
 names (key files) are read by `synapse_compliance.keys`.
 """
 
-import re
-from collections.abc import Mapping, Sequence
-from enum import Enum
-from typing import TypeVar
+from collections.abc import Mapping
 
 import attrs
 
+from synapse_compliance.config_credit import DEFAULT_TIERS, CreditConfig, parse_credit
+from synapse_compliance.config_readers import (
+    ConfigPath,
+    ConfigProblem,
+    boolean,
+    duration,
+    enum,
+    enum_set,
+    integer,
+    mapping,
+    optional_str,
+    reject_unknown,
+    str_list,
+)
 from synapse_compliance.core.groups import DirectChats
 from synapse_compliance.core.identity import GatedAction
 from synapse_compliance.core.remote import RemoteUsers
 
-ConfigPath = tuple[str, ...]
-
-E = TypeVar("E", bound=Enum)
-
-
-class ConfigProblem(Exception):
-    """A config value is invalid. `path` is relative to the module's `config:` mapping."""
-
-    def __init__(self, path: ConfigPath, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
-
-    def dotted(self, prefix: str = "") -> str:
-        """The path as Synapse prints it, e.g. `identity.required_for.<item 1>`."""
-        parts = [prefix, *self.path] if prefix else list(self.path)
-        return ".".join(parts)
+# Names other modules import from here (the readers and the credit section live in their own files).
+__all__ = [
+    "DEFAULT_TIERS",
+    "ArchiveConfig",
+    "ComplianceConfig",
+    "ConfigPath",
+    "ConfigProblem",
+    "CreditConfig",
+    "GroupsConfig",
+    "IdentityConfig",
+    "KycWebhookConfig",
+    "RetentionConfig",
+    "ScopeConfig",
+    "parse_config",
+]
 
 
 @attrs.frozen
@@ -85,6 +94,25 @@ class GroupsConfig:
     manager_power_level: int = 50
 
 
+MIN_RETENTION_DAYS = 184
+
+
+@attrs.frozen
+class RetentionConfig:
+    """How long archived group events are kept (DESIGN §4.4). Pruning is not built yet."""
+
+    min_days: int = MIN_RETENTION_DAYS
+    max_days: int | None = None
+
+
+@attrs.frozen
+class ArchiveConfig:
+    """The archiver (DESIGN §4.4)."""
+
+    # Events read and written per transaction.
+    batch_size: int = 500
+
+
 @attrs.frozen
 class ComplianceConfig:
     """The whole module configuration."""
@@ -92,6 +120,9 @@ class ComplianceConfig:
     scope: ScopeConfig = ScopeConfig()
     identity: IdentityConfig = IdentityConfig()
     groups: GroupsConfig = GroupsConfig()
+    credit: CreditConfig = CreditConfig()  # noqa: RUF009 (a frozen attrs class, like the others)
+    retention: RetentionConfig = RetentionConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
 
 def parse_config(raw: object) -> ComplianceConfig:
@@ -106,37 +137,69 @@ def parse_config(raw: object) -> ComplianceConfig:
     Raises:
         ConfigProblem: naming the key path, the bad value and what is accepted.
     """
-    top = _mapping(raw, ())
-    _reject_unknown(top, {"scope", "identity", "groups"}, ())
+    top = mapping(raw, ())
+    reject_unknown(top, {"scope", "identity", "groups", "credit", "retention", "archive"}, ())
     return ComplianceConfig(
         scope=_parse_scope(top.get("scope"), ("scope",)),
         identity=_parse_identity(top.get("identity"), ("identity",)),
         groups=_parse_groups(top.get("groups"), ("groups",)),
+        credit=parse_credit(top.get("credit"), ("credit",)),
+        retention=_parse_retention(top.get("retention"), ("retention",)),
+        archive=_parse_archive(top.get("archive"), ("archive",)),
     )
 
 
+def _parse_retention(raw: object, path: ConfigPath) -> RetentionConfig:
+    d = mapping(raw, path)
+    reject_unknown(d, {"min_days", "max_days"}, path)
+    min_days = integer(d, "min_days", MIN_RETENTION_DAYS, path)
+    if min_days < MIN_RETENTION_DAYS:
+        raise ConfigProblem(
+            (*path, "min_days"),
+            f"must be at least {MIN_RETENTION_DAYS} (six months, the shortest retention the "
+            f"group-chat rules allow); got {min_days}",
+        )
+    max_days: int | None = None
+    if d.get("max_days") is not None:
+        max_days = integer(d, "max_days", 0, path)
+        if max_days < min_days:
+            raise ConfigProblem(
+                (*path, "max_days"), f"must be at least retention.min_days ({min_days}); got {max_days}"
+            )
+    return RetentionConfig(min_days=min_days, max_days=max_days)
+
+
+def _parse_archive(raw: object, path: ConfigPath) -> ArchiveConfig:
+    d = mapping(raw, path)
+    reject_unknown(d, {"batch_size"}, path)
+    batch_size = integer(d, "batch_size", ArchiveConfig().batch_size, path, minimum=1)
+    if batch_size > 10_000:
+        raise ConfigProblem((*path, "batch_size"), f"must be at most 10000; got {batch_size}")
+    return ArchiveConfig(batch_size=batch_size)
+
+
 def _parse_groups(raw: object, path: ConfigPath) -> GroupsConfig:
-    d = _mapping(raw, path)
-    _reject_unknown(d, {"manager_power_level"}, path)
+    d = mapping(raw, path)
+    reject_unknown(d, {"manager_power_level"}, path)
     default = GroupsConfig()
     return GroupsConfig(
-        manager_power_level=_int(d, "manager_power_level", default.manager_power_level, path, minimum=1),
+        manager_power_level=integer(d, "manager_power_level", default.manager_power_level, path, minimum=1),
     )
 
 
 def _parse_scope(raw: object, path: ConfigPath) -> ScopeConfig:
-    d = _mapping(raw, path)
-    _reject_unknown(d, {"direct_chats", "remote_users"}, path)
+    d = mapping(raw, path)
+    reject_unknown(d, {"direct_chats", "remote_users"}, path)
     default = ScopeConfig()
     return ScopeConfig(
-        direct_chats=_enum(d, "direct_chats", DirectChats, default.direct_chats, path),
-        remote_users=_enum(d, "remote_users", RemoteUsers, default.remote_users, path),
+        direct_chats=enum(d, "direct_chats", DirectChats, default.direct_chats, path),
+        remote_users=enum(d, "remote_users", RemoteUsers, default.remote_users, path),
     )
 
 
 def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
-    d = _mapping(raw, path)
-    _reject_unknown(
+    d = mapping(raw, path)
+    reject_unknown(
         d,
         {
             "required_for",
@@ -154,12 +217,12 @@ def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
     default = IdentityConfig()
     required_for = default.required_for
     if "required_for" in d:
-        required_for = _enum_set(d["required_for"], GatedAction, (*path, "required_for"))
-    help_url = _optional_str(d, "help_url", path)
+        required_for = enum_set(d["required_for"], GatedAction, (*path, "required_for"))
+    help_url = optional_str(d, "help_url", path)
     if help_url is not None and not help_url.startswith(("https://", "http://")):
         raise ConfigProblem((*path, "help_url"), f"must be an http(s) URL; got {help_url!r}")
-    pii_key_file = _optional_str(d, "pii_key_file", path)
-    previous = _str_list(d, "previous_pii_key_files", path)
+    pii_key_file = optional_str(d, "pii_key_file", path)
+    previous = str_list(d, "previous_pii_key_files", path)
     if previous and pii_key_file is None:
         raise ConfigProblem(
             (*path, "previous_pii_key_files"),
@@ -171,146 +234,34 @@ def _parse_identity(raw: object, path: ConfigPath) -> IdentityConfig:
         help_url=help_url,
         pii_key_file=pii_key_file,
         previous_pii_key_files=previous,
-        max_accounts_per_identity=_int(
+        max_accounts_per_identity=integer(
             d, "max_accounts_per_identity", default.max_accounts_per_identity, path, minimum=1
         ),
-        admin_attestation=_bool(d, "admin_attestation", default.admin_attestation, path),
+        admin_attestation=boolean(d, "admin_attestation", default.admin_attestation, path),
         kyc_webhook=_parse_kyc_webhook(d.get("kyc_webhook"), (*path, "kyc_webhook")),
         reverify_after_ms=_reverify_after(d, path),
-        reverify_warning_ms=_duration(d, "reverify_warning", default.reverify_warning_ms, path),
+        reverify_warning_ms=duration(d, "reverify_warning", default.reverify_warning_ms, path),
     )
 
 
 def _reverify_after(d: Mapping[str, object], path: ConfigPath) -> int | None:
     if d.get("reverify_after") is None:
         return None
-    value = _duration(d, "reverify_after", 0, path)
+    value = duration(d, "reverify_after", 0, path)
     if value < 86_400_000:
         raise ConfigProblem((*path, "reverify_after"), "must be at least 1d")
     return value
 
 
 def _parse_kyc_webhook(raw: object, path: ConfigPath) -> KycWebhookConfig:
-    d = _mapping(raw, path)
-    _reject_unknown(d, {"enabled", "secret_file", "tolerance"}, path)
+    d = mapping(raw, path)
+    reject_unknown(d, {"enabled", "secret_file", "tolerance"}, path)
     default = KycWebhookConfig()
-    enabled = _bool(d, "enabled", default.enabled, path)
-    secret_file = _optional_str(d, "secret_file", path)
+    enabled = boolean(d, "enabled", default.enabled, path)
+    secret_file = optional_str(d, "secret_file", path)
     if enabled and secret_file is None:
         raise ConfigProblem((*path, "secret_file"), "required when the KYC webhook is enabled")
-    tolerance = _duration(d, "tolerance", default.tolerance_ms, path)
+    tolerance = duration(d, "tolerance", default.tolerance_ms, path)
     if not 1_000 <= tolerance <= 3_600_000:
         raise ConfigProblem((*path, "tolerance"), "must be from 1s to 1h")
     return KycWebhookConfig(enabled=enabled, secret_file=secret_file, tolerance_ms=tolerance)
-
-
-# --- small typed readers; each names the full path in its error --------------------------------
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _mapping(raw: object, path: ConfigPath) -> Mapping[str, object]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigProblem(path, f"expected a mapping; got {_describe(raw)}")
-    for key in raw:
-        if not isinstance(key, str):
-            raise ConfigProblem(path, f"keys must be strings; got {_describe(key)}")
-    return raw
-
-
-def _reject_unknown(d: Mapping[str, object], allowed: set[str], path: ConfigPath) -> None:
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise ConfigProblem(
-            (*path, unknown[0]),
-            f"unknown option {unknown[0]!r}; accepted here: {', '.join(sorted(allowed))}",
-        )
-
-
-def _optional_str(d: Mapping[str, object], key: str, path: ConfigPath) -> str | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigProblem((*path, key), f"expected a non-empty string; got {_describe(value)}")
-    return value
-
-
-def _str_list(d: Mapping[str, object], key: str, path: ConfigPath) -> tuple[str, ...]:
-    raw = d.get(key)
-    if raw is None:
-        return ()
-    if isinstance(raw, str) or not isinstance(raw, Sequence):
-        raise ConfigProblem((*path, key), f"expected a list; got {_describe(raw)}")
-    for i, item in enumerate(raw):
-        if not isinstance(item, str) or not item.strip():
-            raise ConfigProblem(
-                (*path, key, f"<item {i}>"), f"expected a non-empty string; got {_describe(item)}"
-            )
-    return tuple(raw)
-
-
-_DURATION = re.compile(r"^([0-9]+)(ms|s|m|h|d|w)$")
-_DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def _duration(d: Mapping[str, object], key: str, default_ms: int, path: ConfigPath) -> int:
-    """A duration written like "300s", "12h", "184d"; returned in milliseconds."""
-    value = d.get(key)
-    if value is None:
-        return default_ms
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ConfigProblem(
-            (*path, key), f'expected a duration such as "30s", "12h" or "7d"; got {_describe(value)}'
-        )
-    return int(match.group(1)) * _DURATION_MS[match.group(2)]
-
-
-def _bool(d: Mapping[str, object], key: str, default: bool, path: ConfigPath) -> bool:
-    value = d.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ConfigProblem((*path, key), f"expected true or false; got {_describe(value)}")
-    return value
-
-
-def _int(
-    d: Mapping[str, object], key: str, default: int, path: ConfigPath, *, minimum: int | None = None
-) -> int:
-    value = d.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigProblem((*path, key), f"expected an integer; got {_describe(value)}")
-    if minimum is not None and value < minimum:
-        raise ConfigProblem((*path, key), f"must be at least {minimum}; got {value}")
-    return value
-
-
-def _enum(d: Mapping[str, object], key: str, enum_type: type[E], default: E, path: ConfigPath) -> E:
-    if key not in d or d[key] is None:
-        return default
-    return _enum_value(d[key], enum_type, (*path, key))
-
-
-def _enum_value(value: object, enum_type: type[E], path: ConfigPath) -> E:
-    accepted = [str(member.value) for member in enum_type]
-    if isinstance(value, str):
-        for member in enum_type:
-            if member.value == value:
-                return member
-    raise ConfigProblem(path, f"got {_describe(value)}; accepted: {', '.join(accepted)}")
-
-
-def _enum_set(raw: object, enum_type: type[E], path: ConfigPath) -> frozenset[E]:
-    if isinstance(raw, str) or not isinstance(raw, Sequence):
-        raise ConfigProblem(path, f"expected a list; got {_describe(raw)}")
-    members = [_enum_value(item, enum_type, (*path, f"<item {i}>")) for i, item in enumerate(raw)]
-    return frozenset(members)

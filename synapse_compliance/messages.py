@@ -111,3 +111,60 @@ def remote_refusal_fields(decision: Decision) -> dict[str, object]:
         "error": template.format(subject=decision.facts.get("subject")),
         REASON_FIELD: decision.reason_code,
     }
+
+
+# --- credit and tiers ------------------------------------------------------------------------
+
+LIMIT_FIELD = "io.synapse_compliance.limit"
+USAGE_FIELD = "io.synapse_compliance.usage"
+TIER_FIELD = "io.synapse_compliance.tier"
+
+_HOW_TO_RISE = (
+    "Credit grows with a verified identity and good conduct; the server's administrators can "
+    "tell you more. GET /_synapse/client/compliance/v1/me/credit shows your credit and limits."
+)
+
+
+def credit_refusal_message(decision: Decision) -> str:
+    """The `error` text for a credit refusal: which limit, the usage, the limit, and how to rise."""
+    f = decision.facts
+    tier = f.get("tier")
+    if decision.reason_code == "group_create_cap":
+        what = (
+            f"You have created {f.get('usage')} {'group' if f.get('usage') == 1 else 'groups'} "
+            f"you are still in, and your credit tier "
+            f"({tier}) allows {f.get('limit')} (max_groups_created). Leave a group you created, "
+            "or gain credit, to create another."
+        )
+    elif decision.reason_code == "may_not_create_public":
+        what = (
+            f"Your credit tier ({tier}) does not allow creating public groups (may_create_public); "
+            "you can create a private group instead."
+        )
+    elif decision.reason_code == "message_rate":
+        seconds = int(str(f.get("retry_after_ms", 0))) / 1000
+        what = (
+            f"You are sending messages faster than your credit tier ({tier}) allows: "
+            f"{f.get('per_second')} per second, bursts of up to {f.get('burst')} (message_rate). "
+            f"Try again in {seconds:.1f} s."
+        )
+    else:
+        what = f"Your credit tier ({tier}) does not allow this."
+    return f"{what} {_HOW_TO_RISE}"
+
+
+def credit_refusal_fields(decision: Decision) -> dict[str, object]:
+    """The Matrix error fields for a credit refusal (message plus machine fields)."""
+    f = decision.facts
+    fields: dict[str, object] = {
+        "error": credit_refusal_message(decision),
+        REASON_FIELD: decision.reason_code,
+        TIER_FIELD: f.get("tier"),
+    }
+    if "limit" in f:
+        fields[LIMIT_FIELD] = f["limit"]
+        fields[USAGE_FIELD] = f["usage"]
+    if "retry_after_ms" in f:
+        fields["retry_after_ms"] = f["retry_after_ms"]
+        fields[LIMIT_FIELD] = {"per_second": f.get("per_second"), "burst": f.get("burst")}
+    return fields

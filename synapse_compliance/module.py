@@ -12,25 +12,31 @@ from synapse.module_api.errors import ConfigError
 
 from synapse_compliance import _synapse_private
 from synapse_compliance.callbacks._common import CallbackGuard, Exemptions
+from synapse_compliance.callbacks.credit import CreditGate
 from synapse_compliance.callbacks.identity import IdentityGate
 from synapse_compliance.callbacks.remote import RemoteUsersGate
 from synapse_compliance.callbacks.rooms import RoomLifecycle
 from synapse_compliance.config import ConfigProblem, parse_config
 from synapse_compliance.crypto import keyring_for
 from synapse_compliance.http._router import BASE_PATH, ComplianceResource
+from synapse_compliance.http.archive import ArchiveEndpoints
 from synapse_compliance.http.audit import AuditEndpoints
+from synapse_compliance.http.credit import CreditEndpoints
 from synapse_compliance.http.identity import IdentityEndpoints
 from synapse_compliance.http.kyc_webhook import KycWebhookEndpoint
 from synapse_compliance.http.notices import NoticeEndpoints
 from synapse_compliance.http.personal_data import PersonalDataEndpoints
 from synapse_compliance.http.status import StatusEndpoints
 from synapse_compliance.keys import ComplianceSettings, load_settings
+from synapse_compliance.storage.archive_store import ArchiveStore
 from synapse_compliance.storage.audit_store import AuditStore
+from synapse_compliance.storage.credit_store import CreditStore
 from synapse_compliance.storage.identity_record_store import IdentityRecordStore
 from synapse_compliance.storage.identity_store import IdentityStore
 from synapse_compliance.storage.notice_store import NoticeStore
 from synapse_compliance.storage.room_store import RoomStore
 from synapse_compliance.storage.schema import SchemaManager
+from synapse_compliance.tasks.archiver import Archiver
 from synapse_compliance.tasks.identity_expiry import IdentityExpiry
 from synapse_compliance.tasks.notices import NoticeSender
 
@@ -54,15 +60,21 @@ class ComplianceModule:
         self.notice_store = NoticeStore(api, self.schema)
         self.identity_record_store = IdentityRecordStore(api, self.schema)
         self.room_store = RoomStore(api, self.schema)
+        self.archive_store = ArchiveStore(api, self.schema)
+        self.credit_store = CreditStore(api, self.schema, config.credit, self.identity_store)
 
         exemptions = Exemptions(api)
         RoomLifecycle(api, self.room_store).register()
         guard = CallbackGuard(api.server_name)
         IdentityGate(api, config, self.identity_store, self.room_store, exemptions).register(guard)
         RemoteUsersGate(api, config, self.room_store, exemptions).register(guard)
+        CreditGate(api, config, self.credit_store, self.room_store, exemptions).register(guard)
 
         notice_sender = NoticeSender(api, self.notice_store)
         identity_expiry = IdentityExpiry(api, config.identity, self.identity_store, notice_sender)
+
+        archiver = Archiver(api, config, self.schema, self.archive_store, self.room_store)
+        archive = ArchiveEndpoints(api, self.archive_store, archiver)
 
         keyring = keyring_for(settings)
         personal_data = PersonalDataEndpoints(
@@ -79,12 +91,15 @@ class ComplianceModule:
                 personal_data,
             ).routes(),
             *AuditEndpoints(api, self.audit_store).routes(),
-            *StatusEndpoints(api, config, self.schema).routes(),
+            *CreditEndpoints(api, self.credit_store).routes(),
+            *StatusEndpoints(api, config, self.schema, archive.status).routes(),
+            *archive.routes(),
             *NoticeEndpoints(api, self.notice_store, notice_sender, identity_expiry).routes(),
         ]
         api.register_web_resource(BASE_PATH, ComplianceResource(routes, _synapse_private.get_clock(api)))
 
         self.schema.start()
+        archiver.start()  # after RoomLifecycle: its on_new_event records grown direct chats first
         notice_sender.start()
         identity_expiry.start()
         logger.info(

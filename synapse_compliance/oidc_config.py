@@ -21,7 +21,7 @@ user_mapping_provider:
 
 from collections.abc import Mapping
 
-from synapse_compliance.config import ConfigPath, ConfigProblem
+from synapse_compliance.config_readers import ConfigPath, ConfigProblem, describe, mapping, reject_unknown
 from synapse_compliance.core.identity import MAX_LEVEL, MIN_LEVEL
 from synapse_compliance.core.oidc_claims import ClaimValue, OidcClaimPolicy
 
@@ -57,8 +57,8 @@ def split_mapping_provider_config(raw: object) -> tuple[dict[str, object], OidcC
     Raises:
         ConfigProblem: naming the key path, the bad value and what is accepted.
     """
-    top = _mapping(raw, ())
-    _reject_unknown(top, JINJA_KEYS | {COMPLIANCE_KEY}, ())
+    top = mapping(raw, ())
+    reject_unknown(top, JINJA_KEYS | {COMPLIANCE_KEY}, ())
     if top.get(COMPLIANCE_KEY) is None:
         raise ConfigProblem(
             (COMPLIANCE_KEY,),
@@ -75,8 +75,8 @@ def parse_oidc_claim_policy(raw: object, path: ConfigPath) -> OidcClaimPolicy:
     Raises:
         ConfigProblem: naming the key path, the bad value and what is accepted.
     """
-    d = _mapping(raw, path)
-    _reject_unknown(d, _POLICY_KEYS, path)
+    d = mapping(raw, path)
+    reject_unknown(d, _POLICY_KEYS, path)
     claim = _claim_name(d, "claim", path, required=True)
     assert claim is not None  # required=True
     if "value" in d and "one_of" in d:
@@ -95,7 +95,7 @@ def parse_oidc_claim_policy(raw: object, path: ConfigPath) -> OidcClaimPolicy:
         )
     revoke = d.get("revoke_when_absent", False)
     if not isinstance(revoke, bool):
-        raise ConfigProblem((*path, "revoke_when_absent"), f"expected true or false; got {_describe(revoke)}")
+        raise ConfigProblem((*path, "revoke_when_absent"), f"expected true or false; got {describe(revoke)}")
     return OidcClaimPolicy(
         claim=claim,
         accepted=accepted,
@@ -104,31 +104,6 @@ def parse_oidc_claim_policy(raw: object, path: ConfigPath) -> OidcClaimPolicy:
         levels=levels,
         revoke_when_absent=revoke,
     )
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _mapping(raw: object, path: ConfigPath) -> Mapping[str, object]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigProblem(path, f"expected a mapping; got {_describe(raw)}")
-    for key in raw:
-        if not isinstance(key, str):
-            raise ConfigProblem(path, f"keys must be strings; got {_describe(key)}")
-    return raw
-
-
-def _reject_unknown(d: Mapping[str, object], allowed: frozenset[str], path: ConfigPath) -> None:
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise ConfigProblem(
-            (*path, unknown[0]),
-            f"unknown option {unknown[0]!r}; accepted here: {', '.join(sorted(allowed))}",
-        )
 
 
 def _claim_name(d: Mapping[str, object], key: str, path: ConfigPath, *, required: bool) -> str | None:
@@ -141,7 +116,7 @@ def _claim_name(d: Mapping[str, object], key: str, path: ConfigPath, *, required
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_CLAIM_NAME:
         raise ConfigProblem(
-            (*path, key), f"expected a claim name (a non-empty string); got {_describe(value)}"
+            (*path, key), f"expected a claim name (a non-empty string); got {describe(value)}"
         )
     return value
 
@@ -149,19 +124,19 @@ def _claim_name(d: Mapping[str, object], key: str, path: ConfigPath, *, required
 def _claim_value(value: object, path: ConfigPath) -> ClaimValue:
     if isinstance(value, (str, bool, int)):
         return value
-    raise ConfigProblem(path, f"expected a string, an integer or true/false; got {_describe(value)}")
+    raise ConfigProblem(path, f"expected a string, an integer or true/false; got {describe(value)}")
 
 
 def _claim_values(raw: object, path: ConfigPath) -> tuple[ClaimValue, ...]:
     if not isinstance(raw, list) or not raw:
-        raise ConfigProblem(path, f"expected a non-empty list of claim values; got {_describe(raw)}")
+        raise ConfigProblem(path, f"expected a non-empty list of claim values; got {describe(raw)}")
     return tuple(_claim_value(item, (*path, f"<item {i}>")) for i, item in enumerate(raw))
 
 
 def _level(value: object, path: ConfigPath) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_LEVEL <= value <= MAX_LEVEL:
         raise ConfigProblem(
-            path, f"expected an assurance level {MIN_LEVEL}-{MAX_LEVEL}; got {_describe(value)}"
+            path, f"expected an assurance level {MIN_LEVEL}-{MAX_LEVEL}; got {describe(value)}"
         )
     return value
 
@@ -173,7 +148,7 @@ def _levels(raw: object, path: ConfigPath) -> tuple[tuple[ClaimValue, int], ...]
     # not go through `_mapping`.
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigProblem(
-            path, f"expected a non-empty mapping of claim value to level; got {_describe(raw)}"
+            path, f"expected a non-empty mapping of claim value to level; got {describe(raw)}"
         )
     pairs: list[tuple[ClaimValue, int]] = []
     for key, level in raw.items():

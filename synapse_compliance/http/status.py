@@ -1,5 +1,6 @@
 """`GET admin/status`: what the module is doing on this server, for operators and probes."""
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from synapse.module_api import JsonDict, ModuleApi
@@ -17,10 +18,18 @@ if TYPE_CHECKING:
 class StatusEndpoints:
     """Handler for the status route."""
 
-    def __init__(self, api: ModuleApi, config: ComplianceConfig, schema: SchemaManager) -> None:
+    def __init__(
+        self,
+        api: ModuleApi,
+        config: ComplianceConfig,
+        schema: SchemaManager,
+        archive_status: Callable[[bool], Awaitable[JsonDict]] | None = None,
+    ) -> None:
         self._api = api
         self._config = config
         self._schema = schema
+        # Called with whether the schema is ready; answers the `archive` block.
+        self._archive_status = archive_status
 
     def routes(self) -> list[Route]:
         """The routes these handlers serve."""
@@ -29,8 +38,11 @@ class StatusEndpoints:
     async def get_status(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
         await require_admin(self._api, request)
         required = self._config.identity.required_for
-        return 200, {
+        body: JsonDict = {
             "version": __version__,
             "schema": {"version": self._schema.target_version, "ready": self._schema.is_ready},
             "identity": {"required_for": sorted(a.value for a in required)},
         }
+        if self._archive_status is not None:
+            body["archive"] = await self._archive_status(self._schema.is_ready)
+        return 200, body

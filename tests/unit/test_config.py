@@ -50,7 +50,7 @@ BAD: list[tuple[Any, tuple[str, ...], str]] = [
     ("identity", (), "expected a mapping"),
     ([1], (), "expected a mapping"),
     ({1: "x"}, (), "keys must be strings"),
-    ({"credit": {}}, ("credit",), "unknown option 'credit'"),
+    ({"no_such_section": {}}, ("no_such_section",), "unknown option 'no_such_section'"),
     ({"scope": []}, ("scope",), "expected a mapping"),
     ({"scope": {"direct_chat": "ignore"}}, ("scope", "direct_chat"), "accepted here: direct_chats"),
     ({"scope": {"direct_chats": "GOVERN"}}, ("scope", "direct_chats"), "accepted: ignore, govern"),

@@ -1,0 +1,114 @@
+"""Reading archive rows and chain heads over any connection, and the offline chain check.
+
+Imports nothing from Synapse, so `synapse-compliance verify` can use it with a plain DB-API
+connection; `ArchiveStore` uses the same queries inside its transactions. A `Query` runs one
+statement written with `?` placeholders and returns its rows.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from synapse_compliance.core.archive_chain import (
+    GENESIS,
+    ChainedFields,
+    ChainedRow,
+    ChainHead,
+    ChainWalker,
+    VerifyReport,
+)
+
+VERIFY_PAGE = 1_000  # rows read per query while verifying
+
+
+@attrs.frozen
+class StoredHead:
+    """A room's chain head and the id of its last row."""
+
+    head: ChainHead
+    last_id: int
+
+
+Query = Callable[[str, tuple[object, ...]], list[tuple[Any, ...]]]
+
+
+def read_heads(query: Query, room_id: str | None) -> list[StoredHead]:
+    """Chain heads of every room (or of one), plus rooms with rows but no head (rows 0).
+
+    `query` runs one statement and returns its rows: a transaction here, a plain connection
+    in the offline `synapse-compliance verify`.
+    """
+    where, args = ("WHERE room_id = ?", (room_id,)) if room_id is not None else ("", ())
+    heads = {
+        r[0]: StoredHead(ChainHead(r[0], int(r[1]), r[2]), int(r[3]))
+        for r in query(
+            f"SELECT room_id, rows_count, chain_hash, last_id FROM compliance_archive_heads {where}",  # noqa: S608 (fixed clause)
+            args,
+        )
+    }
+    # A room whose head row was deleted still has rows: report it with an empty head.
+    for r in query(f"SELECT room_id, MAX(id) FROM compliance_archive {where} GROUP BY room_id", args):  # noqa: S608 (fixed clause)
+        if r[0] not in heads:
+            heads[r[0]] = StoredHead(ChainHead(r[0], 0, GENESIS), int(r[1]))
+    return [heads[k] for k in sorted(heads)]
+
+
+def read_rows_page(query: Query, room_id: str, after_id: int, upto_id: int, limit: int) -> list[ChainedRow]:
+    """A room's rows with `after_id < id <= upto_id`, in id order, at most `limit`."""
+    return [_chained_row(r) for r in query(_ROWS_PAGE_SQL, (room_id, after_id, upto_id, limit))]
+
+
+_ROWS_PAGE_SQL = (
+    "SELECT id, room_id, event_id, stream_ordering, sender, type, state_key, origin_server_ts,"
+    " archived_ts, event_json, prev_hash, chain_hash FROM compliance_archive"
+    " WHERE room_id = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?"
+)
+
+
+def _chained_row(r: Sequence[Any]) -> ChainedRow:
+    return ChainedRow(
+        id=int(r[0]),
+        fields=ChainedFields(
+            room_id=r[1],
+            event_id=r[2],
+            stream_ordering=int(r[3]),
+            sender=r[4],
+            type=r[5],
+            state_key=r[6],
+            origin_server_ts=int(r[7]),
+            archived_ts=int(r[8]),
+            event_json=r[9],
+        ),
+        prev_hash=r[10],
+        chain_hash=r[11],
+    )
+
+
+def verify_offline(query: Query, room_id: str | None, progress: Callable[[int, int], None]) -> VerifyReport:
+    """`verify_archive` for the CLI: the same check over a plain database connection.
+
+    Args:
+        query: runs one statement (`?` placeholders) and returns its rows.
+        room_id: check only this room.
+        progress: called with (rooms checked, rows checked) after each page.
+    """
+    rooms = rows = 0
+    for stored in read_heads(query, room_id):
+        rooms += 1
+        walker = ChainWalker()
+        after = 0
+        while True:
+            page = read_rows_page(query, stored.head.room_id, after, stored.last_id, VERIFY_PAGE)
+            found = walker.feed(page)
+            if found is not None:
+                return VerifyReport(rooms, rows + walker.rows, found)
+            progress(rooms, rows + walker.rows)
+            if len(page) < VERIFY_PAGE:
+                break
+            after = page[-1].id
+        rows += walker.rows
+        found = walker.finish(stored.head)
+        if found is not None:
+            return VerifyReport(rooms, rows, found)
+    return VerifyReport(rooms, rows, None)

@@ -1,0 +1,291 @@
+"""Credit state: the ledger, the score and tier per user, and the groups each user created.
+
+A user whose credit never changed has no rows: their score is `credit.initial_verified` when
+their identity is verified now, else `credit.initial` (read through the cached `IdentityStore`,
+so a verification before the first change is honoured). Their first change writes that initial
+grant as their first ledger row (reason code `initial`), so `score == sum(ledger)` always holds
+for every user with a ledger. Reads never write.
+
+A change writes the ledger row, the new score and tier, and (for admin changes) the audit entry
+in one transaction. The hot path reads the score row through a `@cached` lookup invalidated
+across workers after every change (SYNAPSE_FACTS §12).
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import attrs
+from synapse.module_api import LoggingTransaction, ModuleApi, cached
+
+from synapse_compliance._synapse_private import MISSING, cached_now, get_clock, is_postgres
+from synapse_compliance.config import CreditConfig
+from synapse_compliance.core.credit import INITIAL, LedgerEntry, Tier, apply_delta, tier_for
+from synapse_compliance.core.identity import VerificationStatus
+from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
+from synapse_compliance.storage.identity_store import IdentityStore
+from synapse_compliance.storage.schema import SchemaManager
+
+MODULE_ACTOR = "synapse_compliance"
+_MAX_ID = 2**63 - 1
+
+
+@attrs.frozen
+class CreditState:
+    """A user's score and tier; `started` is False while they have no ledger yet."""
+
+    score: int
+    tier: Tier
+    started: bool
+
+
+@attrs.frozen
+class CreditChange:
+    """One requested change."""
+
+    delta: int
+    reason_code: str
+    reason: str
+    actor: str
+    case_id: str | None = None
+    # Admin changes are also written to the audit log, under this action.
+    audit_action: str | None = None
+
+
+@attrs.frozen
+class CreditChangeOutcome:
+    """What a change did: the delta applied after clamping, and the state before and after."""
+
+    applied: int
+    before: CreditState
+    after: CreditState
+
+
+@attrs.frozen
+class StoredLedgerEntry:
+    """A ledger row with its id (the pagination position)."""
+
+    id: int
+    entry: LedgerEntry
+
+
+class CreditStore:
+    """Reads and changes users' credit."""
+
+    def __init__(
+        self, api: ModuleApi, schema: SchemaManager, config: CreditConfig, identities: IdentityStore
+    ) -> None:
+        self._api = api
+        self._schema = schema
+        self._config = config
+        self._identities = identities
+        # `@cached` needs these two attributes on its owner (SYNAPSE_FACTS §12).
+        self.server_name = api.server_name
+        self.clock = get_clock(api)
+        api.register_cached_function(self._cached_row)
+
+    async def get_credit(self, user_id: str) -> CreditState:
+        """The user's score and tier (no DB access when the caches are warm)."""
+        hit = cached_now(self._cached_row, (user_id,))
+        if hit is MISSING:
+            lookup = cast(  # see IdentityStore
+                Callable[[str], Awaitable[tuple[int, str] | None]], self._cached_row
+            )
+            hit = await lookup(user_id)
+        row = cast(tuple[int, str] | None, hit)
+        if row is None:
+            return self._state(await self._initial_score(user_id), None, started=False)
+        return self._state(row[0], row[1], started=True)
+
+    def _state(self, score: int, previous_tier: str | None, *, started: bool) -> CreditState:
+        c = self._config
+        return CreditState(score, tier_for(score, c.tiers, previous_tier, c.hysteresis), started)
+
+    async def _initial_score(self, user_id: str) -> int:
+        verification = await self._identities.get_verification(user_id)
+        status = verification.effective_status(self._api.get_current_time_msec())
+        verified = status is VerificationStatus.VERIFIED
+        return self._config.initial_verified if verified else self._config.initial
+
+    @cached(max_entries=100_000)
+    async def _cached_row(self, user_id: str) -> tuple[int, str] | None:
+        await self._schema.ready()
+        return await self._api.run_db_interaction("compliance_get_credit", _get_row_txn, user_id)
+
+    async def change(self, user_id: str, change: CreditChange) -> CreditChangeOutcome:
+        """Apply `change` (clamped to `[credit.min, credit.max]`) with ledger row and audit entry."""
+        await self._schema.ready()
+        initial = await self._initial_score(user_id)
+        now = self._api.get_current_time_msec()
+        c = self._config
+
+        def _txn(txn: LoggingTransaction) -> CreditChangeOutcome:
+            if is_postgres(txn):
+                # Changes of one user queue on their row lock instead of failing Synapse's
+                # REPEATABLE READ with serialization errors (and exhausting its retries) when
+                # many arrive at once; each statement then sees what the one before committed.
+                # Must be the transaction's first statement (see `serializable_txn`).
+                txn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            fresh = self._state(initial, None, started=False)
+            # Whoever creates the row writes the initial grant; a concurrent first change
+            # waits here for that one to commit, then finds the row.
+            txn.execute(
+                "INSERT INTO compliance_credit (user_id, score, tier, updated_ts) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (user_id) DO NOTHING",
+                (user_id, initial, fresh.tier.name, now),
+            )
+            if txn.rowcount == 1:
+                before = fresh
+                _append_txn(txn, user_id, LedgerEntry(initial, INITIAL, "initial credit", MODULE_ACTOR, now))
+            else:
+                row = _get_row_txn(txn, user_id, for_update=True)
+                assert row is not None  # inserted above or before
+                before = self._state(row[0], row[1], started=True)
+            applied = apply_delta(before.score, change.delta, c.min, c.max)
+            after = self._state(before.score + applied, before.tier.name, started=True)
+            _append_txn(
+                txn,
+                user_id,
+                LedgerEntry(applied, change.reason_code, change.reason, change.actor, now, change.case_id),
+            )
+            txn.execute(
+                "UPDATE compliance_credit SET score = ?, tier = ?, updated_ts = ? WHERE user_id = ?",
+                (after.score, after.tier.name, now, user_id),
+            )
+            if change.audit_action is not None:
+                append_audit_txn(
+                    txn,
+                    AuditEntry(
+                        actor=change.actor,
+                        action=change.audit_action,
+                        target=user_id,
+                        reason=change.reason,
+                        details={
+                            "requested_delta": change.delta,
+                            "applied_delta": applied,
+                            "from_score": before.score,
+                            "to_score": after.score,
+                            "from_tier": before.tier.name,
+                            "to_tier": after.tier.name,
+                        },
+                    ),
+                    now,
+                )
+            return CreditChangeOutcome(applied, before, after)
+
+        outcome = await self._api.run_db_interaction("compliance_change_credit", _txn)
+        await self._api.invalidate_cache(self._cached_row, (user_id,))
+        return outcome
+
+    async def list_ledger(
+        self, user_id: str, *, before_id: int | None, limit: int
+    ) -> list[StoredLedgerEntry]:
+        """The user's ledger, newest first."""
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> list[StoredLedgerEntry]:
+            txn.execute(
+                "SELECT id, delta, reason_code, reason, actor, case_id, ts FROM compliance_credit_ledger"
+                " WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (user_id, before_id if before_id is not None else _MAX_ID, limit),
+            )
+            return [
+                StoredLedgerEntry(
+                    id=int(r[0]),
+                    entry=LedgerEntry(
+                        delta=int(r[1]),
+                        reason_code=r[2],
+                        reason=r[3],
+                        actor=r[4],
+                        case_id=r[5],
+                        ts=int(r[6]),
+                    ),
+                )
+                for r in txn.fetchall()
+            ]
+
+        return await self._api.run_db_interaction("compliance_list_credit_ledger", _txn)
+
+    # --- groups created, for `max_groups_created` --------------------------------------------
+
+    async def record_group_created(self, room_id: str, creator: str, now_ms: int) -> None:
+        """Count `room_id` as a group `creator` created (idempotent)."""
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> None:
+            txn.execute(
+                "INSERT INTO compliance_credit_groups (room_id, creator, created_ts) VALUES (?, ?, ?)"
+                " ON CONFLICT (room_id) DO NOTHING",
+                (room_id, creator, now_ms),
+            )
+
+        await self._api.run_db_interaction("compliance_record_group_created", _txn)
+
+    async def record_group_upgraded(
+        self, old_room: str, new_room: str, upgrader: str, present: bool, now_ms: int
+    ) -> None:
+        """An upgrade replaced a counted group: the replacement counts instead (for the upgrader).
+
+        `present`: whether the upgrader is (or is about to be) in the new room; an upgrade
+        replaces rooms nobody counts without effect.
+        """
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> None:
+            txn.execute("SELECT 1 FROM compliance_credit_groups WHERE room_id = ?", (old_room,))
+            if txn.fetchone() is None:
+                return
+            txn.execute(
+                "UPDATE compliance_credit_groups SET ended_ts = ? WHERE room_id = ? AND ended_ts IS NULL",
+                (now_ms, old_room),
+            )
+            txn.execute(
+                "INSERT INTO compliance_credit_groups (room_id, creator, created_ts, ended_ts)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (room_id) DO NOTHING",
+                (new_room, upgrader, now_ms, None if present else now_ms),
+            )
+
+        await self._api.run_db_interaction("compliance_record_group_upgraded", _txn)
+
+    async def set_creator_present(self, room_id: str, user_id: str, present: bool, now_ms: int) -> None:
+        """After `user_id`'s membership changed in `room_id`: if they created it, (un)count it."""
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> None:
+            txn.execute(
+                "UPDATE compliance_credit_groups SET ended_ts = ? WHERE room_id = ? AND creator = ?",
+                (None if present else now_ms, room_id, user_id),
+            )
+
+        await self._api.run_db_interaction("compliance_set_creator_present", _txn)
+
+    async def count_groups_created(self, user_id: str) -> int:
+        """Groups `user_id` created that still count (they have not left them)."""
+        await self._schema.ready()
+
+        def _txn(txn: LoggingTransaction) -> int:
+            txn.execute(
+                "SELECT COUNT(*) FROM compliance_credit_groups WHERE creator = ? AND ended_ts IS NULL",
+                (user_id,),
+            )
+            row = txn.fetchone()
+            assert row is not None  # COUNT(*) always yields a row
+            return int(row[0])
+
+        return await self._api.run_db_interaction("compliance_count_groups_created", _txn)
+
+
+def _get_row_txn(
+    txn: LoggingTransaction, user_id: str, *, for_update: bool = False
+) -> tuple[int, str] | None:
+    lock = " FOR UPDATE" if for_update and is_postgres(txn) else ""
+    txn.execute(f"SELECT score, tier FROM compliance_credit WHERE user_id = ?{lock}", (user_id,))  # noqa: S608 (a fixed suffix)
+    row = txn.fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def _append_txn(txn: LoggingTransaction, user_id: str, e: LedgerEntry) -> None:
+    txn.execute(
+        "INSERT INTO compliance_credit_ledger (user_id, delta, reason_code, reason, actor, case_id, ts)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (user_id, e.delta, e.reason_code, e.reason, e.actor, e.case_id, e.ts),
+    )

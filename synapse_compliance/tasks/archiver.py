@@ -1,0 +1,208 @@
+"""The archiver: copies every event of governed rooms into `compliance_archive` (DESIGN §4.4).
+
+One loop, on the instance that runs background tasks, tails Synapse's persisted events by stream
+ordering: each batch is the events after the cursor and at most the persisted-up-to position
+(never `MAX(stream_ordering)`: orderings commit out of order, SYNAPSE_FACTS §11). Backfilled
+events have negative orderings; a second cursor follows them down from 0, bounded by the
+persisted-down-to position. Rows of governed rooms and the new cursor are written in one
+transaction, so a crash between batches neither loses nor duplicates a row. It runs every second
+and when `on_new_event` says something happened; that callback is only a wake-up (it is
+duplicated per worker and silent for backfill).
+
+Which rooms: an event is archived when its room is governed (`core.groups.is_governed_room`)
+at the time the archiver reaches the event, normally within a second of persistence. Groups stay
+groups, so a room is archived from the moment it is governed onwards: a direct chat that becomes
+a group is archived from then on: its earlier, private messages are not copied, except those the
+archiver had not reached yet when the room changed (normally under a second's worth).
+Outliers, soft-failed and rejected events of governed rooms are archived like any event, so an
+outlier that is later de-outliered (keeping its old ordering) is not missed.
+
+`verify_archive` recomputes every room's chain and reports the first broken link.
+"""
+
+import logging
+
+import attrs
+from synapse.module_api import EventBase, ModuleApi, StateMap
+
+from synapse_compliance._synapse_private import backfilled_downto, persisted_upto
+from synapse_compliance.config import ComplianceConfig
+from synapse_compliance.core.archive_chain import ChainWalker, VerifyReport
+from synapse_compliance.core.groups import is_governed_room
+from synapse_compliance.storage.archive_rows import VERIFY_PAGE
+from synapse_compliance.storage.archive_store import (
+    BACKWARD,
+    FORWARD,
+    ArchiveStore,
+    CursorMoved,
+    StoredEvent,
+)
+from synapse_compliance.storage.room_store import RoomStore
+from synapse_compliance.storage.schema import SchemaManager
+
+logger = logging.getLogger(__name__)
+
+INTERVAL_MS = 1_000
+_WAIT_S = 0.01  # how often an on-demand pass checks whether the running one has ended
+# Events whose arrival can change whether their room is governed (cached facts are refreshed).
+_FACT_CHANGING = frozenset({"m.room.create", "m.room.member"})
+
+
+@attrs.frozen
+class PassResult:
+    """What one archiver pass did."""
+
+    archived: int
+    cursor: int
+    persisted_upto: int
+
+
+class Archiver:
+    """Runs archiver passes: from the loop, on wake-ups, and on demand (`POST admin/archive/run`)."""
+
+    def __init__(
+        self,
+        api: ModuleApi,
+        config: ComplianceConfig,
+        schema: SchemaManager,
+        store: ArchiveStore,
+        rooms: RoomStore,
+    ) -> None:
+        self._api = api
+        self._direct_chats = config.scope.direct_chats
+        self._batch_size = config.archive.batch_size
+        self._schema = schema
+        self._store = store
+        self._rooms = rooms
+        self._running = False
+        self._again = False
+        self._wake_pending = False
+
+    def start(self) -> None:
+        """Start the loop and the wake-up callback, on the instance that runs background tasks."""
+        if not self._api.should_run_background_tasks():
+            return
+        self._api.looping_background_call(self._loop_pass, INTERVAL_MS, desc="compliance_archiver")
+        self._api.register_third_party_rules_callbacks(on_new_event=self.on_new_event)
+
+    async def on_new_event(self, event: EventBase, state_events: StateMap[EventBase]) -> None:
+        """A wake-up hint: archive soon (the events themselves are read from the database)."""
+        if self._running:
+            self._again = True
+            return
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        self._api.run_as_background_process("compliance_archiver_wake", self._wake)
+
+    async def _wake(self) -> None:
+        self._wake_pending = False
+        await self._loop_pass()
+
+    async def _loop_pass(self) -> None:
+        if not self._schema.is_ready:
+            return
+        if self._running:  # ask the running pass to go round again instead
+            self._again = True
+            return
+        try:
+            await self.run_once()
+        except Exception:
+            logger.exception("archiver pass failed; retrying in %d ms", INTERVAL_MS)
+
+    async def run_once(self) -> PassResult:
+        """Archive everything persisted so far; return how many rows this pass wrote.
+
+        If a pass is already running, this one waits for it to end and then runs, so when it
+        returns every event persisted before the call has been archived.
+        """
+        while self._running:
+            await self._api.sleep(_WAIT_S)
+        self._running = True
+        archived = 0
+        try:
+            while True:
+                self._again = False
+                while (written := await self._batch()) is not None:
+                    archived += written
+                if not self._again:
+                    break
+        finally:
+            self._running = False
+        cursor = await self._store.cursor()
+        if archived:
+            logger.info("archived %d event(s); cursor at %d", archived, cursor)
+        return PassResult(archived, cursor, persisted_upto(self._api))
+
+    async def _batch(self) -> int | None:
+        """Archive one batch (new events first, then backfilled ones); None when caught up."""
+        written = await self._forward_batch()
+        if written is None:
+            written = await self._backward_batch()
+        return written
+
+    async def _forward_batch(self) -> int | None:
+        upto = persisted_upto(self._api)
+        position = await self._store.cursor(FORWARD)
+        if position >= upto:
+            return None
+        events = await self._store.read_events(position, upto, self._batch_size)
+        # A full batch ends at its last event; a short one has read everything up to `upto`.
+        new_position = events[-1].stream_ordering if len(events) == self._batch_size else upto
+        return await self._append(FORWARD, position, new_position, events)
+
+    async def _backward_batch(self) -> int | None:
+        # Backfilled events count down from -1; `downto` is where all of them are persisted.
+        downto = backfilled_downto(self._api)
+        position = await self._store.cursor(BACKWARD)
+        if position <= downto:
+            return None
+        events = await self._store.read_backfilled(position, downto, self._batch_size)
+        new_position = events[-1].stream_ordering if len(events) == self._batch_size else downto
+        return await self._append(BACKWARD, position, new_position, events)
+
+    async def _append(self, cursor: str, position: int, new_position: int, events: list[StoredEvent]) -> int:
+        keep = await self._governed_events(events)
+        try:
+            return await self._store.append(
+                cursor, position, new_position, keep, self._api.get_current_time_msec()
+            )
+        except CursorMoved:
+            logger.info("archiver cursor %s moved under this pass; reading again", cursor)
+            return 0
+
+    async def _governed_events(self, events: list[StoredEvent]) -> list[StoredEvent]:
+        changed = {e.room_id for e in events if e.type in _FACT_CHANGING}
+        governed: dict[str, bool] = {}
+        for room_id in dict.fromkeys(e.room_id for e in events):
+            if room_id in changed:
+                self._rooms.forget(room_id)  # facts cached before these events are stale
+            facts = await self._rooms.get_room_facts(room_id)
+            governed[room_id] = is_governed_room(facts, self._direct_chats)
+        return [e for e in events if governed[e.room_id]]
+
+
+async def verify_archive(store: ArchiveStore, room_id: str | None = None) -> VerifyReport:
+    """Recompute the chain of every room (or of `room_id`) and report the first broken link.
+
+    Each room is read in pages up to its recorded head, so rows archived meanwhile are not
+    mistaken for a break.
+    """
+    rooms = rows = 0
+    for stored in await store.heads(room_id):
+        rooms += 1
+        walker = ChainWalker()
+        after = 0
+        while True:
+            page = await store.rows_page(stored.head.room_id, after, stored.last_id, VERIFY_PAGE)
+            found = walker.feed(page)
+            if found is not None:
+                return VerifyReport(rooms, rows + walker.rows, found)
+            if len(page) < VERIFY_PAGE:
+                break
+            after = page[-1].id
+        rows += walker.rows
+        found = walker.finish(stored.head)
+        if found is not None:
+            return VerifyReport(rooms, rows, found)
+    return VerifyReport(rooms, rows, None)
