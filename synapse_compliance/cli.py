@@ -23,6 +23,7 @@ from synapse_compliance.crypto import keyring_for
 from synapse_compliance.keys import load_settings, write_pii_key
 from synapse_compliance.storage.archive_rows import verify_offline
 from synapse_compliance.storage.key_rotation import (
+    Database,
     RotationError,
     main_database_config,
     open_database,
@@ -102,12 +103,7 @@ def run_rotate_key(args: argparse.Namespace) -> int:
             f"{path}: modules.<item {index}>.config.identity.pii_key_file is not set: "
             "there is no key to rotate to"
         )
-    try:
-        db = open_database(main_database_config(document))
-    except RotationError as e:
-        raise Failure(f"{path}: {e}") from None
-    except Exception as e:  # the driver's connection errors; one line, no traceback
-        raise Failure(f"{path}: cannot connect to the database: {str(e).strip()}") from None
+    db = _connect(path, document)
     try:
         rotated = rotate_all(
             db,
@@ -131,16 +127,21 @@ def run_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_verify(args: argparse.Namespace) -> int:
-    """Recompute the archive's hash chains from the database (read-only); report the first break."""
-    path = Path(args.config)
-    document, _ = read_homeserver_yaml(path)
+def _connect(path: Path, document: Any) -> Database:
+    """A connection to the database homeserver.yaml names, or a one-line `Failure`."""
     try:
-        db = open_database(main_database_config(document))
+        return open_database(main_database_config(document))
     except RotationError as e:
         raise Failure(f"{path}: {e}") from None
     except Exception as e:  # the driver's connection errors; one line, no traceback
         raise Failure(f"{path}: cannot connect to the database: {str(e).strip()}") from None
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Recompute the archive's hash chains from the database (read-only); report the first break."""
+    path = Path(args.config)
+    document, _ = read_homeserver_yaml(path)
+    db = _connect(path, document)
 
     def query(sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in db.execute(sql, params).fetchall()]

@@ -5,7 +5,7 @@ connection; `ArchiveStore` uses the same queries inside its transactions. A `Que
 statement written with `?` placeholders and returns its rows.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import attrs
@@ -85,25 +85,40 @@ def _chained_row(r: Sequence[Any]) -> ChainedRow:
     )
 
 
-def verify_offline(query: Query, room_id: str | None, progress: Callable[[int, int], None]) -> VerifyReport:
-    """`verify_archive` for the CLI: the same check over a plain database connection.
+@attrs.frozen
+class PageRequest:
+    """What `verify_steps` needs read next: a room's rows with `after_id < id <= upto_id`."""
 
-    Args:
-        query: runs one statement (`?` placeholders) and returns its rows.
-        room_id: check only this room.
-        progress: called with (rooms checked, rows checked) after each page.
+    room_id: str
+    after_id: int
+    upto_id: int
+    limit: int
+
+
+VerifySteps = Generator[PageRequest, list[ChainedRow], VerifyReport]
+
+
+def verify_steps(
+    heads: Sequence[StoredHead], progress: Callable[[int, int], None] | None = None
+) -> VerifySteps:
+    """The archive check without I/O: yields the pages it needs, is sent them, returns the report.
+
+    Each room is read in pages up to its recorded head, so rows archived meanwhile are not
+    mistaken for a break. `progress` gets (rooms checked, rows checked) after each page. The
+    HTTP endpoint (async, through Synapse's pool) and the CLI (a plain connection) drive it.
     """
     rooms = rows = 0
-    for stored in read_heads(query, room_id):
+    for stored in heads:
         rooms += 1
         walker = ChainWalker()
         after = 0
         while True:
-            page = read_rows_page(query, stored.head.room_id, after, stored.last_id, VERIFY_PAGE)
+            page = yield PageRequest(stored.head.room_id, after, stored.last_id, VERIFY_PAGE)
             found = walker.feed(page)
             if found is not None:
                 return VerifyReport(rooms, rows + walker.rows, found)
-            progress(rooms, rows + walker.rows)
+            if progress is not None:
+                progress(rooms, rows + walker.rows)
             if len(page) < VERIFY_PAGE:
                 break
             after = page[-1].id
@@ -112,3 +127,22 @@ def verify_offline(query: Query, room_id: str | None, progress: Callable[[int, i
         if found is not None:
             return VerifyReport(rooms, rows, found)
     return VerifyReport(rooms, rows, None)
+
+
+def verify_offline(query: Query, room_id: str | None, progress: Callable[[int, int], None]) -> VerifyReport:
+    """`verify_archive` for the CLI: the same check over a plain database connection.
+
+    Args:
+        query: runs one statement (`?` placeholders) and returns its rows.
+        room_id: check only this room.
+        progress: called with (rooms checked, rows checked) after each page.
+    """
+    steps = verify_steps(read_heads(query, room_id), progress)
+    try:
+        request = next(steps)
+        while True:
+            page = read_rows_page(query, request.room_id, request.after_id, request.upto_id, request.limit)
+            request = steps.send(page)
+    except StopIteration as done:
+        report: VerifyReport = done.value
+        return report

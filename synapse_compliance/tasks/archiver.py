@@ -27,9 +27,9 @@ from synapse.module_api import EventBase, ModuleApi, StateMap
 
 from synapse_compliance._synapse_private import backfilled_downto, persisted_upto
 from synapse_compliance.config import ComplianceConfig
-from synapse_compliance.core.archive_chain import ChainWalker, VerifyReport
+from synapse_compliance.core.archive_chain import VerifyReport
 from synapse_compliance.core.groups import is_governed_room
-from synapse_compliance.storage.archive_rows import VERIFY_PAGE
+from synapse_compliance.storage.archive_rows import verify_steps
 from synapse_compliance.storage.archive_store import (
     BACKWARD,
     FORWARD,
@@ -183,26 +183,13 @@ class Archiver:
 
 
 async def verify_archive(store: ArchiveStore, room_id: str | None = None) -> VerifyReport:
-    """Recompute the chain of every room (or of `room_id`) and report the first broken link.
-
-    Each room is read in pages up to its recorded head, so rows archived meanwhile are not
-    mistaken for a break.
-    """
-    rooms = rows = 0
-    for stored in await store.heads(room_id):
-        rooms += 1
-        walker = ChainWalker()
-        after = 0
+    """Recompute the chain of every room (or of `room_id`) and report the first broken link."""
+    steps = verify_steps(await store.heads(room_id))
+    try:
+        request = next(steps)
         while True:
-            page = await store.rows_page(stored.head.room_id, after, stored.last_id, VERIFY_PAGE)
-            found = walker.feed(page)
-            if found is not None:
-                return VerifyReport(rooms, rows + walker.rows, found)
-            if len(page) < VERIFY_PAGE:
-                break
-            after = page[-1].id
-        rows += walker.rows
-        found = walker.finish(stored.head)
-        if found is not None:
-            return VerifyReport(rooms, rows, found)
-    return VerifyReport(rooms, rows, None)
+            page = await store.rows_page(request.room_id, request.after_id, request.upto_id, request.limit)
+            request = steps.send(page)
+    except StopIteration as done:
+        report: VerifyReport = done.value
+        return report
