@@ -34,11 +34,14 @@ from synapse_compliance.storage.credit_store import CreditStore
 from synapse_compliance.storage.identity_record_store import IdentityRecordStore
 from synapse_compliance.storage.identity_store import IdentityStore
 from synapse_compliance.storage.notice_store import NoticeStore
+from synapse_compliance.storage.room_events import RoomEventStore
 from synapse_compliance.storage.room_store import RoomStore
 from synapse_compliance.storage.schema import SchemaManager
 from synapse_compliance.tasks.archiver import Archiver
+from synapse_compliance.tasks.group_count import GroupCounter
 from synapse_compliance.tasks.identity_expiry import IdentityExpiry
 from synapse_compliance.tasks.notices import NoticeSender
+from synapse_compliance.tasks.room_watch import RoomWatch
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +67,12 @@ class ComplianceModule:
         self.credit_store = CreditStore(api, self.schema, config.credit, self.identity_store)
 
         exemptions = Exemptions(api)
-        RoomLifecycle(api, self.room_store).register()
+        room_lifecycle = RoomLifecycle(api, self.room_store)
+        room_lifecycle.register()
         guard = CallbackGuard(api.server_name)
         IdentityGate(api, config, self.identity_store, self.room_store, exemptions).register(guard)
-        RemoteUsersGate(api, config, self.room_store, exemptions).register(guard)
+        remote_users = RemoteUsersGate(api, config, self.room_store, exemptions)
+        remote_users.register(guard)
         CreditGate(api, config, self.credit_store, self.room_store, exemptions).register(guard)
 
         notice_sender = NoticeSender(api, self.notice_store)
@@ -75,6 +80,13 @@ class ComplianceModule:
 
         archiver = Archiver(api, config, self.schema, self.archive_store, self.room_store)
         archive = ArchiveEndpoints(api, self.archive_store, archiver)
+        room_watch = RoomWatch(
+            api,
+            self.schema,
+            RoomEventStore(api, self.schema),
+            [room_lifecycle, remote_users, GroupCounter(api, config, self.credit_store)],
+            archiver.wake,
+        )
 
         keyring = keyring_for(settings)
         personal_data = PersonalDataEndpoints(
@@ -99,7 +111,8 @@ class ComplianceModule:
         api.register_web_resource(BASE_PATH, ComplianceResource(routes, _synapse_private.get_clock(api)))
 
         self.schema.start()
-        archiver.start()  # after RoomLifecycle: its on_new_event records grown direct chats first
+        archiver.start()
+        room_watch.start()
         notice_sender.start()
         identity_expiry.start()
         logger.info(

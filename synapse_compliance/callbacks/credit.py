@@ -6,12 +6,9 @@
   a group rather than adding one and is not capped: it is told apart from `/createRoom` because
   only `/createRoom` passes `on_create_room` first, which always writes the room kind into
   `creation_content` (callbacks/rooms.py), so clients cannot forge an upgrade.
-- Counting: on the instance that runs background tasks, `on_new_event` records each group a
-  local user creates (its create event carries the room kind) and stops counting it while the
-  creator is not in it (left, kicked, banned — a shutdown kicks everyone); an upgrade moves the
-  count from the old room to its replacement (counted for the upgrader). `on_new_event` runs
-  just after the creation's response, so two creations racing within those milliseconds can
-  both pass: the cap can be exceeded by the number of concurrent creations, never more.
+- Counting: tasks/group_count.py keeps the count of groups each user created, from the room
+  watch, just after each creation persists; two creations racing within that delay can both
+  pass: the cap can be exceeded by the number of concurrent creations, never more.
 - Message rate (`check_event_for_spam`): local senders' non-state events (not redactions) in
   governed rooms draw from a per-user, per-process token bucket sized by the tier's
   `message_rate`; an empty bucket refuses with `M_LIMIT_EXCEEDED` and `retry_after_ms`. Every
@@ -26,7 +23,7 @@ refused here (SYNAPSE_FACTS §8).
 import logging
 from collections.abc import Mapping
 
-from synapse.module_api import NOT_SPAM, EventBase, JsonDict, ModuleApi, StateMap
+from synapse.module_api import NOT_SPAM, EventBase, JsonDict, ModuleApi
 from synapse.module_api.errors import Codes
 
 from synapse_compliance.callbacks._common import CallbackGuard, Exemptions, SpamAnswer
@@ -38,14 +35,7 @@ from synapse_compliance.core.credit import (
     decide_create_group,
     decide_message_rate,
 )
-from synapse_compliance.core.groups import (
-    KIND_DIRECT_CHAT,
-    KIND_GROUP,
-    ROOM_KIND_KEY,
-    DirectChats,
-    creates_group,
-    is_governed_room,
-)
+from synapse_compliance.core.groups import ROOM_KIND_KEY, creates_group, is_governed_room
 from synapse_compliance.messages import credit_refusal_fields
 from synapse_compliance.storage.credit_store import CreditStore
 from synapse_compliance.storage.room_store import RoomStore
@@ -91,11 +81,7 @@ class CreditGate:
         self._credit = credit
         self._rooms = rooms
         self._exemptions = exemptions
-        self._counts_groups = api.should_run_background_tasks()
         self._buckets: dict[str, BucketState] = {}
-        self._counted_kinds = {KIND_GROUP} | (
-            {KIND_DIRECT_CHAT} if self._direct_chats is DirectChats.GOVERN else set()
-        )
 
     def register(self, guard: CallbackGuard) -> None:
         """Register with Synapse."""
@@ -103,7 +89,6 @@ class CreditGate:
             user_may_create_room=guard("credit.user_may_create_room", self.user_may_create_room),
             check_event_for_spam=guard("credit.check_event_for_spam", self.check_event_for_spam),
         )
-        self._api.register_third_party_rules_callbacks(on_new_event=self.on_new_event)
 
     async def standing(self, user_id: str) -> Standing:
         """The user's standing with their live group count (reads the DB: not for the hot path)."""
@@ -145,33 +130,3 @@ class CreditGate:
         self._buckets[sender] = answer.state
         decision = decide_message_rate(answer, tier)
         return Codes.LIMIT_EXCEEDED, credit_refusal_fields(decision)
-
-    async def _still_in(self, room_id: str, user_id: str) -> bool:
-        """False once `user_id` left `room_id`; a membership not yet persisted counts as in."""
-        state = await self._api.get_room_state(room_id, [("m.room.member", user_id)])
-        member = state.get(("m.room.member", user_id))
-        return member is None or member.content.get("membership") not in ("leave", "ban")
-
-    async def on_new_event(self, event: EventBase, state_events: StateMap[EventBase]) -> None:
-        """Keep the count of groups each user created (background-tasks instance only)."""
-        if not self._counts_groups:
-            return
-        now = self._api.get_current_time_msec()
-        if event.type == "m.room.create" and event.is_state() and self._api.is_mine(event.sender):
-            predecessor = event.content.get("predecessor")
-            if event.content.get(ROOM_KIND_KEY) in self._counted_kinds:
-                await self._credit.record_group_created(event.room_id, event.sender, now)
-            elif isinstance(predecessor, Mapping) and isinstance(predecessor.get("room_id"), str):
-                await self._credit.record_group_upgraded(
-                    predecessor["room_id"],
-                    event.room_id,
-                    event.sender,
-                    await self._still_in(event.room_id, event.sender),
-                    now,
-                )
-        elif event.type == "m.room.member" and event.state_key and self._api.is_mine(event.state_key):
-            membership = event.content.get("membership")
-            if membership in ("join", "leave", "ban"):
-                await self._credit.set_creator_present(
-                    event.room_id, event.state_key, membership == "join", now
-                )

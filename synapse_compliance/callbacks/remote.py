@@ -7,18 +7,19 @@ servers, tests/e2e/test_remote_users.py; SYNAPSE_FACTS §8):
 - A remote join through this server (make_join, then send_join): `check_event_allowed` on the
   make_join template (not used: registering it makes Synapse load the full room state for every
   event), `check_event_for_spam` on the signed join (must never refuse remote events), then
-  `on_new_event` once the join is persisted.
+  `on_new_event` once the join is persisted (not registered: see tasks/room_watch.py).
 - A remote join through another server of the room: only `on_new_event` (and
   `check_event_for_spam` as the event arrives over `/send`).
 
 So the join itself cannot be refused; under `block` the module removes the remote user right
-after, from `on_new_event`, as a local member who has the power to kick (the room's creator
-first). This runs on the instance that runs background tasks only, so one instance acts.
+after the join persists, from the room watch (tasks/room_watch.py: on the instance that runs
+background tasks, so one instance acts), as a local member who has the power to kick (the
+room's creator first).
 """
 
 import logging
 
-from synapse.module_api import NOT_SPAM, EventBase, JsonDict, ModuleApi, StateMap
+from synapse.module_api import NOT_SPAM, EventBase, JsonDict, ModuleApi
 from synapse.module_api.errors import Codes
 
 from synapse_compliance.callbacks._common import CallbackGuard, Exemptions, SpamAnswer
@@ -27,6 +28,7 @@ from synapse_compliance.core.groups import is_governed_room
 from synapse_compliance.core.power_levels import granted_management, level_of, required_level
 from synapse_compliance.core.remote import decide_remote_manager, decide_remote_membership
 from synapse_compliance.messages import remote_refusal_fields
+from synapse_compliance.storage.room_events import RoomEvent
 from synapse_compliance.storage.room_store import RoomStore
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,6 @@ class RemoteUsersGate:
         self._manager_level = config.groups.manager_power_level
         self._rooms = rooms
         self._exemptions = exemptions
-        self._removes = api.should_run_background_tasks()
 
     def register(self, guard: CallbackGuard) -> None:
         """Register with Synapse."""
@@ -57,7 +58,6 @@ class RemoteUsersGate:
             user_may_invite=guard("remote.user_may_invite", self.user_may_invite),
             check_event_for_spam=guard("remote.check_event_for_spam", self.check_event_for_spam),
         )
-        self._api.register_third_party_rules_callbacks(on_new_event=self.on_new_event)
 
     async def _governed(self, room_id: str, adding: int = 0) -> bool:
         return is_governed_room(await self._rooms.get_room_facts(room_id), self._direct_chats, adding)
@@ -91,15 +91,19 @@ class RemoteUsersGate:
                 return Codes.FORBIDDEN, remote_refusal_fields(decision)
         return NOT_SPAM
 
-    async def on_new_event(self, event: EventBase, state_events: StateMap[EventBase]) -> None:
-        """Remove a remote user who joined a group under `block`."""
-        if not self._removes or event.type != "m.room.member" or event.membership != "join":
+    async def on_room_event(self, event: RoomEvent) -> None:
+        """Remove a remote user whose join of a group under `block` has persisted."""
+        if event.membership != "join":
             return
         target = event.state_key
         if target is None or self._api.is_mine(target):
             return
         if decide_remote_membership(self._policy, target).allowed or not await self._governed(event.room_id):
             return
+        current = await self._api.get_room_state(event.room_id, [("m.room.member", target)])
+        member = current.get(("m.room.member", target))
+        if member is None or member.membership != "join":
+            return  # gone already (or this join is handled again after a restart)
         remover = await self._pick_remover(event.room_id, target)
         if remover is None:
             logger.warning(

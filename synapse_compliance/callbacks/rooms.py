@@ -2,17 +2,19 @@
 
 `on_create_room` writes the room kind (group or direct chat, from the `/createRoom` body) into
 the create event's content, where it is durable, replicated and visible to members. Clients
-cannot forge it: the module always overwrites the key. `on_new_event` drops cached room facts on
-membership changes and, on the instance that runs background tasks, records a direct chat that
-gained a third member as a group for good.
+cannot forge it: the module always overwrites the key. After a membership change persists, the
+room watch (tasks/room_watch.py, on the instance that runs background tasks) drops the room's
+cached facts on every process and records a direct chat that gained a third member as a group
+for good.
 """
 
 import logging
 from typing import Any
 
-from synapse.module_api import EventBase, JsonDict, ModuleApi, Requester, StateMap
+from synapse.module_api import JsonDict, ModuleApi, Requester
 
 from synapse_compliance.core.groups import ROOM_KIND_KEY, creation_marker, crossed_into_group
+from synapse_compliance.storage.room_events import RoomEvent
 from synapse_compliance.storage.room_store import RoomStore
 
 logger = logging.getLogger(__name__)
@@ -24,14 +26,10 @@ class RoomLifecycle:
     def __init__(self, api: ModuleApi, rooms: RoomStore) -> None:
         self._api = api
         self._rooms = rooms
-        self._writes_registry = api.should_run_background_tasks()
 
     def register(self) -> None:
         """Register with Synapse."""
-        self._api.register_third_party_rules_callbacks(
-            on_create_room=self.on_create_room,
-            on_new_event=self.on_new_event,
-        )
+        self._api.register_third_party_rules_callbacks(on_create_room=self.on_create_room)
 
     async def on_create_room(
         self, requester: Requester, request_content: JsonDict, is_requester_admin: bool
@@ -43,13 +41,11 @@ class RoomLifecycle:
             request_content["creation_content"] = creation_content
         creation_content[ROOM_KIND_KEY] = creation_marker(request_content)
 
-    async def on_new_event(self, event: EventBase, state_events: StateMap[EventBase]) -> None:
-        """After a membership change: refresh facts, and record a direct chat that grew."""
+    async def on_room_event(self, event: RoomEvent) -> None:
+        """After a membership change persisted: refresh facts, and record a direct chat that grew."""
         if event.type != "m.room.member":
             return
-        self._rooms.forget(event.room_id)
-        if not self._writes_registry:
-            return
+        await self._rooms.invalidate(event.room_id)
         facts = await self._rooms.get_room_facts(event.room_id)
         if crossed_into_group(facts):
             logger.info("direct chat %s gained a third member: it is a group from now on", event.room_id)

@@ -1,9 +1,11 @@
 """Facts about rooms for the group rules: read from Synapse's room state, cached per process.
 
 The facts of a room recorded as a group never change, so they are cached until evicted. For
-possible direct chats the member count matters; every process sees every membership event
-through `on_new_event` (SYNAPSE_FACTS §11) and drops its own cached entry then, so no
-cross-worker invalidation is needed.
+possible direct chats the member count matters: after a membership change persists, the room
+watch (tasks/room_watch.py) invalidates the room's entry on every process through Synapse's
+cache replication (SYNAPSE_FACTS §12), normally within a few hundred milliseconds. Until then a
+process can still see a direct chat that just gained a third member as a direct chat; the join
+itself was already judged as a join into a group (`adding=1` in the gates).
 """
 
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,6 +31,7 @@ class RoomStore:
         # `@cached` needs these two attributes on its owner (SYNAPSE_FACTS §12).
         self.server_name = api.server_name
         self.clock = get_clock(api)
+        api.register_cached_function(self._cached_facts)
 
     async def get_room_facts(self, room_id: str) -> RoomFacts:
         """What the group rules need to know about `room_id` (an unknown room is not local)."""
@@ -42,6 +45,10 @@ class RoomStore:
         """Drop this process's cached facts of `room_id` (after a membership change)."""
         self._cached_facts.invalidate((room_id,))
 
+    async def invalidate(self, room_id: str) -> None:
+        """Drop the cached facts of `room_id` on every process (after a membership change)."""
+        await self._api.invalidate_cache(self._cached_facts, (room_id,))
+
     async def record_became_group(self, room_id: str, now_ms: int) -> None:
         """Remember that a direct chat became a group (idempotent)."""
         await self._schema.ready()
@@ -54,7 +61,7 @@ class RoomStore:
             )
 
         await self._api.run_db_interaction("compliance_record_became_group", _txn)
-        self.forget(room_id)
+        await self.invalidate(room_id)
 
     @cached(max_entries=50_000)
     async def _cached_facts(self, room_id: str) -> RoomFacts:

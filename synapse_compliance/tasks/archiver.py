@@ -6,8 +6,9 @@ ordering: each batch is the events after the cursor and at most the persisted-up
 events have negative orderings; a second cursor follows them down from 0, bounded by the
 persisted-down-to position. Rows of governed rooms and the new cursor are written in one
 transaction, so a crash between batches neither loses nor duplicates a row. It runs every second
-and when `on_new_event` says something happened; that callback is only a wake-up (it is
-duplicated per worker and silent for backfill).
+and whenever the room watch (tasks/room_watch.py) sees Synapse's persisted positions move, which
+it checks every 100 ms without a database call. (`on_new_event` is not used: with it Synapse
+loads a room's whole state for every event, and it is silent for backfill.)
 
 Which rooms: an event is archived when its room is governed (`core.groups.is_governed_room`)
 at the time the archiver reaches the event, normally within a second of persistence. Groups stay
@@ -23,7 +24,7 @@ outlier that is later de-outliered (keeping its old ordering) is not missed.
 import logging
 
 import attrs
-from synapse.module_api import EventBase, ModuleApi, StateMap
+from synapse.module_api import ModuleApi
 
 from synapse_compliance._synapse_private import backfilled_downto, persisted_upto
 from synapse_compliance.config import ComplianceConfig
@@ -79,14 +80,15 @@ class Archiver:
         self._wake_pending = False
 
     def start(self) -> None:
-        """Start the loop and the wake-up callback, on the instance that runs background tasks."""
+        """Start the loop, on the instance that runs background tasks."""
         if not self._api.should_run_background_tasks():
             return
         self._api.looping_background_call(self._loop_pass, INTERVAL_MS, desc="compliance_archiver")
-        self._api.register_third_party_rules_callbacks(on_new_event=self.on_new_event)
 
-    async def on_new_event(self, event: EventBase, state_events: StateMap[EventBase]) -> None:
-        """A wake-up hint: archive soon (the events themselves are read from the database)."""
+    def wake(self) -> None:
+        """New events were persisted: archive soon (they are read from the database)."""
+        if not self._schema.is_ready:
+            return
         if self._running:
             self._again = True
             return

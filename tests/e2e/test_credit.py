@@ -75,7 +75,7 @@ def adjusted(admin: MatrixClient, user_id: str, delta: int, reason: str = "test"
 
 
 def wait_groups_created(admin: MatrixClient, user_id: str, n: int) -> None:
-    """Creations are counted just after their response (on_new_event): wait for the count."""
+    """Creations are counted just after they persist (the room watch): wait for the count."""
     deadline = time.monotonic() + 15
     while get_credit(admin, user_id)["usage"]["groups_created"] != n:
         assert time.monotonic() < deadline, get_credit(admin, user_id)

@@ -1,0 +1,66 @@
+"""Counting the groups each local user created, for `max_groups_created` (DESIGN §4.3).
+
+A room watcher (tasks/room_watch.py), so it runs on the instance that runs background tasks,
+in stream order, once each create or membership event has persisted:
+
+- a local user's create event carrying a counted room kind records a group they created;
+- a create event naming a predecessor (a room upgrade) moves the count from the old room to its
+  replacement, counted for the upgrader while they are in it;
+- a creator's own join counts their group again, a leave, kick or ban (a shutdown kicks
+  everyone) stops counting it.
+
+Every step is idempotent, so an event handled twice (after a restart) changes nothing. The gate
+(callbacks/credit.py) reads the count when a creation is requested; creations racing within the
+watch's delay (normally under a second) can both pass, so the cap can be exceeded by at most
+the number of concurrent creations.
+"""
+
+from collections.abc import Mapping
+
+from synapse.module_api import ModuleApi
+
+from synapse_compliance.config import ComplianceConfig
+from synapse_compliance.core.groups import KIND_DIRECT_CHAT, KIND_GROUP, ROOM_KIND_KEY, DirectChats
+from synapse_compliance.storage.credit_store import CreditStore
+from synapse_compliance.storage.room_events import RoomEvent
+
+
+class GroupCounter:
+    """Keeps `compliance_credit_groups` in step with creations, upgrades and creators' memberships."""
+
+    def __init__(self, api: ModuleApi, config: ComplianceConfig, credit: CreditStore) -> None:
+        self._api = api
+        self._credit = credit
+        self._counted_kinds = {KIND_GROUP} | (
+            {KIND_DIRECT_CHAT} if config.scope.direct_chats is DirectChats.GOVERN else set()
+        )
+
+    async def on_room_event(self, event: RoomEvent) -> None:
+        """Count creations and upgrades; (un)count a group when its creator joins or leaves."""
+        now = self._api.get_current_time_msec()
+        if event.type == "m.room.create" and event.state_key == "" and self._api.is_mine(event.sender):
+            predecessor = event.content.get("predecessor")
+            if event.content.get(ROOM_KIND_KEY) in self._counted_kinds:
+                await self._credit.record_group_created(event.room_id, event.sender, now)
+            elif isinstance(predecessor, Mapping) and isinstance(predecessor.get("room_id"), str):
+                await self._credit.record_group_upgraded(
+                    predecessor["room_id"],
+                    event.room_id,
+                    event.sender,
+                    await self._still_in(event.room_id, event.sender),
+                    now,
+                )
+        elif (
+            event.membership in ("join", "leave", "ban")
+            and event.state_key
+            and self._api.is_mine(event.state_key)
+        ):
+            await self._credit.set_creator_present(
+                event.room_id, event.state_key, event.membership == "join", now
+            )
+
+    async def _still_in(self, room_id: str, user_id: str) -> bool:
+        """False once `user_id` left `room_id`; a membership not yet persisted counts as in."""
+        state = await self._api.get_room_state(room_id, [("m.room.member", user_id)])
+        member = state.get(("m.room.member", user_id))
+        return member is None or member.content.get("membership") not in ("leave", "ban")
