@@ -33,6 +33,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.send --db sqlite
 	$(PY) -m benchmarks.send --db postgresql
+	$(PY) -m benchmarks.archiver
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
