@@ -30,6 +30,7 @@ from synapse_compliance.config_readers import (
     str_list,
 )
 from synapse_compliance.core.groups import DirectChats
+from synapse_compliance.core.guards import EncryptedRooms
 from synapse_compliance.core.identity import GatedAction
 from synapse_compliance.core.remote import RemoteUsers
 
@@ -99,10 +100,19 @@ MIN_RETENTION_DAYS = 184
 
 @attrs.frozen
 class RetentionConfig:
-    """How long archived group events are kept (DESIGN §4.4). Pruning is not built yet."""
+    """How long archived group events are kept (DESIGN §4.4), and how pruning past max runs."""
 
     min_days: int = MIN_RETENTION_DAYS
     max_days: int | None = None
+    # With max_days set: how often the pruner runs, and rows deleted per transaction.
+    prune_interval_ms: int = 86_400_000
+    prune_batch_size: int = 1_000
+    # Whether governed groups may be end-to-end encrypted (the archive then keeps ciphertext).
+    encrypted_rooms: EncryptedRooms = EncryptedRooms.FORBID
+
+
+MIN_CONNECTIONS_INTERVAL_MS = 60_000
+MAX_CONNECTIONS_INTERVAL_MS = 86_400_000
 
 
 @attrs.frozen
@@ -111,6 +121,14 @@ class ArchiveConfig:
 
     # Events read and written per transaction.
     batch_size: int = 500
+    # Copy Synapse's connection records (user_ips) into compliance_connections, every interval.
+    connection_records: bool = True
+    connections_interval_ms: int = 3_600_000
+    # Signed checkpoints of the chain heads every interval (off without a signing key), each
+    # also appended as one JSON line to `checkpoint_sink` when set.
+    signing_key_file: str | None = None
+    checkpoint_interval_ms: int = 3_600_000
+    checkpoint_sink: str | None = None
 
 
 @attrs.frozen
@@ -151,7 +169,7 @@ def parse_config(raw: object) -> ComplianceConfig:
 
 def _parse_retention(raw: object, path: ConfigPath) -> RetentionConfig:
     d = mapping(raw, path)
-    reject_unknown(d, {"min_days", "max_days"}, path)
+    reject_unknown(d, {"min_days", "max_days", "encrypted_rooms", *_PRUNE_OPTIONS}, path)
     min_days = integer(d, "min_days", MIN_RETENTION_DAYS, path)
     if min_days < MIN_RETENTION_DAYS:
         raise ConfigProblem(
@@ -166,16 +184,80 @@ def _parse_retention(raw: object, path: ConfigPath) -> RetentionConfig:
             raise ConfigProblem(
                 (*path, "max_days"), f"must be at least retention.min_days ({min_days}); got {max_days}"
             )
-    return RetentionConfig(min_days=min_days, max_days=max_days)
+    prune_interval_ms, prune_batch_size = _prune_options(d, path)
+    return RetentionConfig(
+        min_days=min_days,
+        max_days=max_days,
+        prune_interval_ms=prune_interval_ms,
+        prune_batch_size=prune_batch_size,
+        encrypted_rooms=enum(d, "encrypted_rooms", EncryptedRooms, EncryptedRooms.FORBID, path),
+    )
+
+
+_PRUNE_OPTIONS = ("prune_interval", "prune_batch_size")
+
+
+def _prune_options(d: Mapping[str, object], path: ConfigPath) -> tuple[int, int]:
+    """`retention.prune_interval` (ms, 1m to 7d) and `retention.prune_batch_size` (1 to 10000)."""
+    default = RetentionConfig()
+    interval = duration(d, "prune_interval", default.prune_interval_ms, path)
+    if not 60_000 <= interval <= 7 * 86_400_000:
+        raise ConfigProblem((*path, "prune_interval"), f"must be from 1m to 7d; got {d['prune_interval']!r}")
+    batch = integer(d, "prune_batch_size", default.prune_batch_size, path, minimum=1)
+    if batch > 10_000:
+        raise ConfigProblem((*path, "prune_batch_size"), f"must be at most 10000; got {batch}")
+    return interval, batch
 
 
 def _parse_archive(raw: object, path: ConfigPath) -> ArchiveConfig:
     d = mapping(raw, path)
-    reject_unknown(d, {"batch_size"}, path)
-    batch_size = integer(d, "batch_size", ArchiveConfig().batch_size, path, minimum=1)
+    reject_unknown(
+        d,
+        {"batch_size", "connection_records", "connections_interval", *_CHECKPOINT_OPTIONS},
+        path,
+    )
+    signing_key_file, checkpoint_interval_ms, checkpoint_sink = _checkpoint_options(d, path)
+    default = ArchiveConfig()
+    batch_size = integer(d, "batch_size", default.batch_size, path, minimum=1)
     if batch_size > 10_000:
         raise ConfigProblem((*path, "batch_size"), f"must be at most 10000; got {batch_size}")
-    return ArchiveConfig(batch_size=batch_size)
+    interval = duration(d, "connections_interval", default.connections_interval_ms, path)
+    if not MIN_CONNECTIONS_INTERVAL_MS <= interval <= MAX_CONNECTIONS_INTERVAL_MS:
+        # Below 1m the pass mostly re-reads its overlap window; above 1d it risks the copy
+        # falling behind Synapse's user_ips_max_age pruning (28d by default).
+        raise ConfigProblem(
+            (*path, "connections_interval"), f"must be from 1m to 1d; got {d['connections_interval']!r}"
+        )
+    return ArchiveConfig(
+        batch_size=batch_size,
+        connection_records=boolean(d, "connection_records", default.connection_records, path),
+        connections_interval_ms=interval,
+        signing_key_file=signing_key_file,
+        checkpoint_interval_ms=checkpoint_interval_ms,
+        checkpoint_sink=checkpoint_sink,
+    )
+
+
+MIN_CHECKPOINT_INTERVAL_MS = 60_000
+MAX_CHECKPOINT_INTERVAL_MS = 7 * 86_400_000
+_CHECKPOINT_OPTIONS = ("signing_key_file", "checkpoint_interval", "checkpoint_sink")
+
+
+def _checkpoint_options(d: Mapping[str, object], path: ConfigPath) -> tuple[str | None, int, str | None]:
+    """`archive.signing_key_file`, `.checkpoint_interval` (ms) and `.checkpoint_sink`."""
+    signing_key_file = optional_str(d, "signing_key_file", path)
+    interval = duration(d, "checkpoint_interval", ArchiveConfig().checkpoint_interval_ms, path)
+    if not MIN_CHECKPOINT_INTERVAL_MS <= interval <= MAX_CHECKPOINT_INTERVAL_MS:
+        raise ConfigProblem(
+            (*path, "checkpoint_interval"), f"must be from 1m to 7d; got {d['checkpoint_interval']!r}"
+        )
+    sink = optional_str(d, "checkpoint_sink", path)
+    if sink is not None and signing_key_file is None:
+        raise ConfigProblem(
+            (*path, "checkpoint_sink"),
+            "needs archive.signing_key_file: without a signing key no checkpoints are made",
+        )
+    return signing_key_file, interval, sink
 
 
 def _parse_groups(raw: object, path: ConfigPath) -> GroupsConfig:

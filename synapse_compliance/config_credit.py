@@ -10,6 +10,7 @@ from synapse_compliance.config_readers import (
     ConfigProblem,
     boolean,
     describe,
+    duration,
     integer,
     mapping,
     optional_str,
@@ -26,6 +27,25 @@ DEFAULT_TIERS = (
 )
 
 
+DAY_MS = 86_400_000
+# Recovery runs at most this often, however short its interval (a DB query per run).
+MIN_RECOVERY_INTERVAL_MS = 1_000
+
+
+@attrs.frozen
+class RecoveryConfig:
+    """`credit.recovery`: `points` every `interval` while the score is below `ceiling`.
+
+    Off unless the `recovery:` mapping is given (then on unless `enabled: false`): scores only
+    change when an operator asked for it. `ceiling` defaults to `credit.initial_verified`.
+    """
+
+    enabled: bool = False
+    points: int = 1
+    interval_ms: int = DAY_MS
+    ceiling: int = 300
+
+
 @attrs.frozen
 class CreditConfig:
     """Credit and tiers (DESIGN §4.3)."""
@@ -36,6 +56,7 @@ class CreditConfig:
     max: int = 1000
     hysteresis: int = 20
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    recovery: RecoveryConfig = RecoveryConfig()
 
 
 # Six months, rounded up: the shortest retention the group-chat rules allow (DESIGN §4.4).
@@ -43,7 +64,7 @@ class CreditConfig:
 
 def parse_credit(raw: object, path: ConfigPath) -> CreditConfig:
     d = mapping(raw, path)
-    reject_unknown(d, {"initial", "initial_verified", "min", "max", "hysteresis", "tiers"}, path)
+    reject_unknown(d, {"initial", "initial_verified", "min", "max", "hysteresis", "tiers", "recovery"}, path)
     default = CreditConfig()
     low = integer(d, "min", default.min, path)
     high = integer(d, "max", default.max, path)
@@ -72,6 +93,28 @@ def parse_credit(raw: object, path: ConfigPath) -> CreditConfig:
         max=high,
         hysteresis=hysteresis,
         tiers=tiers,
+        recovery=_recovery(d.get("recovery"), (*path, "recovery"), low, high, values["initial_verified"]),
+    )
+
+
+def _recovery(raw: object, path: ConfigPath, low: int, high: int, initial_verified: int) -> RecoveryConfig:
+    """`credit.recovery`; absent or null: off (with the defaults it would have)."""
+    if raw is None:
+        return RecoveryConfig(ceiling=initial_verified)
+    d = mapping(raw, path)
+    reject_unknown(d, {"enabled", "points", "interval", "ceiling"}, path)
+    default = RecoveryConfig()
+    interval = duration(d, "interval", default.interval_ms, path)
+    if interval < MIN_RECOVERY_INTERVAL_MS:
+        raise ConfigProblem((*path, "interval"), f"must be at least 1s; got {d.get('interval')!r}")
+    ceiling = integer(d, "ceiling", initial_verified, path)
+    if not low <= ceiling <= high:
+        raise ConfigProblem((*path, "ceiling"), f"must be from credit.min to credit.max ({low}-{high})")
+    return RecoveryConfig(
+        enabled=boolean(d, "enabled", True, path),
+        points=integer(d, "points", default.points, path, minimum=1),
+        interval_ms=interval,
+        ceiling=ceiling,
     )
 
 

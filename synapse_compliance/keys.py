@@ -15,6 +15,8 @@ import stat
 from pathlib import Path
 
 import attrs
+from signedjson.key import generate_signing_key, read_signing_keys, write_signing_keys
+from signedjson.types import SigningKey
 
 from synapse_compliance.config import ComplianceConfig, ConfigPath, ConfigProblem
 
@@ -38,6 +40,8 @@ class ComplianceSettings:
     # Keys of `identity.previous_pii_key_files`, in the order listed (never the current key).
     previous_pii_keys: tuple[PiiKey, ...] = ()
     kyc_webhook_secret: bytes | None = attrs.field(default=None, repr=False)
+    # `archive.signing_key_file`: the first key signs checkpoints, all of them verify.
+    checkpoint_keys: tuple[SigningKey, ...] = attrs.field(default=(), repr=False)
 
 
 def load_settings(config: ComplianceConfig) -> ComplianceSettings:
@@ -68,8 +72,19 @@ def load_settings(config: ComplianceConfig) -> ComplianceSettings:
         secret = read_secret(
             config.identity.kyc_webhook.secret_file, ("identity", "kyc_webhook", "secret_file")
         )
+    checkpoint_keys: tuple[SigningKey, ...] = ()
+    if config.archive.signing_key_file is not None:
+        checkpoint_keys = read_checkpoint_keys(
+            config.archive.signing_key_file, ("archive", "signing_key_file")
+        )
+    if config.archive.checkpoint_sink is not None:
+        check_sink_path(config.archive.checkpoint_sink, ("archive", "checkpoint_sink"))
     return ComplianceSettings(
-        config=config, pii_key=pii_key, previous_pii_keys=tuple(previous), kyc_webhook_secret=secret
+        config=config,
+        pii_key=pii_key,
+        previous_pii_keys=tuple(previous),
+        kyc_webhook_secret=secret,
+        checkpoint_keys=checkpoint_keys,
     )
 
 
@@ -134,3 +149,59 @@ def write_pii_key(file_name: str, *, force: bool = False) -> PiiKey:
         f.write(base64.b64encode(key).decode("ascii") + "\n")
     os.chmod(file_name, stat.S_IRUSR | stat.S_IWUSR)
     return PiiKey(key_id=key_id_for(key), key=key)
+
+
+def read_checkpoint_keys(file_name: str, path: ConfigPath) -> tuple[SigningKey, ...]:
+    """Read an Ed25519 signing key file in Synapse's format (`ed25519 <version> <base64>` lines).
+
+    Raises:
+        ConfigProblem: at `path`, saying what is wrong with the file and how to make a good one.
+    """
+    hint = "generate one with `synapse-compliance keygen --signing-key <file>`"
+    try:
+        with open(file_name, encoding="ascii") as f:
+            lines = [line for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigProblem(path, f"cannot read signing key file {file_name!r}: {e}; {hint}") from None
+    if not lines:
+        raise ConfigProblem(path, f"signing key file {file_name!r} holds no key; {hint}")
+    try:
+        keys = read_signing_keys(lines)
+    except ValueError:  # a line is not `alg version base64`, the algorithm or the key is bad
+        raise ConfigProblem(
+            path, f"signing key file {file_name!r} is not an Ed25519 signing key file; {hint}"
+        ) from None
+    if len({(k.alg, k.version) for k in keys}) != len(keys):
+        raise ConfigProblem(path, f"signing key file {file_name!r} names one key version twice")
+    return tuple(keys)
+
+
+def write_checkpoint_key(file_name: str, *, force: bool = False) -> SigningKey:
+    """Create a new Ed25519 signing key file (Synapse's format) readable by its owner only.
+
+    Raises:
+        FileExistsError: the file exists and `force` is false.
+    """
+    key = generate_signing_key(f"ckpt_{secrets.token_hex(3)}")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    fd = os.open(file_name, flags, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        write_signing_keys(f, [key])
+    os.chmod(file_name, stat.S_IRUSR | stat.S_IWUSR)
+    return key
+
+
+def check_sink_path(file_name: str, path: ConfigPath) -> None:
+    """Refuse a checkpoint sink that cannot be appended to (nothing is created here).
+
+    Raises:
+        ConfigProblem: at `path`: the path is a directory, or it (or its folder) is not writable.
+    """
+    target = Path(file_name)
+    if target.is_dir():
+        raise ConfigProblem(path, f"{file_name!r} is a directory; name a file to append to")
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            raise ConfigProblem(path, f"{file_name!r} is not writable")
+    elif not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise ConfigProblem(path, f"cannot create {file_name!r}: its folder is missing or not writable")

@@ -3,6 +3,9 @@
 Messages never contain personal data: they speak of the user's status, never of their identity.
 """
 
+from collections.abc import Mapping
+
+from synapse_compliance.core.credit import Tier
 from synapse_compliance.core.decision import Decision
 from synapse_compliance.core.identity import GatedAction
 
@@ -113,6 +116,110 @@ def remote_refusal_fields(decision: Decision) -> dict[str, object]:
     }
 
 
+# --- archive guards (core/guards.py) ---------------------------------------------------------
+
+MIN_LIFETIME_FIELD = "io.synapse_compliance.min_lifetime_ms"
+
+
+def guard_refusal_fields(decision: Decision) -> dict[str, object]:
+    """The Matrix error fields for a refused retention policy or encryption in a group."""
+    f = decision.facts
+    if decision.reason_code == "retention_too_short":
+        given = (
+            "max_lifetime must be a whole number of milliseconds"
+            if f.get("invalid")
+            else f"max_lifetime {f.get('max_lifetime')} ms is shorter than that"
+        )
+        return {
+            "error": (
+                f"Group chat logs must be kept at least {f.get('min_days')} days on this server, so a "
+                f"group's retention policy (m.room.retention) may not be shorter than "
+                f"{f.get('min_lifetime_ms')} ms; {given}. Leave max_lifetime out to keep messages "
+                "for as long as the server does."
+            ),
+            REASON_FIELD: decision.reason_code,
+            MIN_LIFETIME_FIELD: f.get("min_lifetime_ms"),
+        }
+    why = (
+        "Group chats here must keep a log the server can read, and an end-to-end encrypted "
+        "group's log is unreadable ciphertext, which cannot satisfy the group-chat rules."
+    )
+    if f.get("forced_by_server"):
+        what = (
+            f"This server encrypts new rooms created with the {f.get('preset')} preset by default "
+            "(encryption_enabled_by_default_for_room_type), but encrypted groups are forbidden "
+            "(retention.encrypted_rooms: forbid). Ask the server's administrators to change one "
+            "of these settings."
+        )
+    else:
+        what = "Encryption (m.room.encryption) cannot be enabled in a group on this server."
+    return {"error": f"{what} {why} Direct chats may still be encrypted.", REASON_FIELD: decision.reason_code}
+
+
+def _days(value_ms: object) -> str:
+    return f"{int(str(value_ms)) / 86_400_000:g}d" if value_ms is not None else "unset"
+
+
+def _seconds(value_ms: object) -> str:
+    return f"{int(str(value_ms)) / 1000:.0f}" if value_ms is not None else "?"
+
+
+def _listed(values: object) -> str:
+    return ", ".join(map(str, values)) if isinstance(values, list | tuple) else str(values)
+
+
+def setting_warning_message(code: str, facts: Mapping[str, object]) -> str:
+    """Words for a `SettingWarning`: what the setting does to the archive and what to change."""
+    value = _days(facts.get("value_ms"))
+    min_days = facts.get("min_days")
+    words = {
+        "redaction_retention_short": (
+            f"redaction_retention_period is {value}: Synapse overwrites a redacted event's JSON that "
+            f"long after the redaction. The archive keeps the original only if the archiver copied it "
+            f"first, and a window shorter than {_days(facts.get('margin_ms'))} is not survived by an "
+            "outage of the background-tasks instance. Set it to null, or to 7d or more."
+        ),
+        "retention_default_too_short": (
+            f"retention.default_policy.max_lifetime is {value}, shorter than retention.min_days "
+            f"({min_days}d): Synapse purges rooms without their own policy early. Raise it or remove it."
+        ),
+        "retention_allowed_max_too_short": (
+            f"retention.allowed_lifetime_max is {value}, shorter than retention.min_days ({min_days}d): "
+            "Synapse caps every room's max_lifetime below the archive's minimum. Raise it or remove it."
+        ),
+        "retention_purge_jobs": (
+            f"Synapse's retention is enabled with {facts.get('jobs')} purge job(s), and "
+            f"retention.allowed_lifetime_min ({_days(facts.get('allowed_min_ms'))}) does not stop a "
+            f"room's policy going below retention.min_days ({min_days}d); remote users' m.room.retention "
+            "events cannot be refused. Purged history stays only in the archive. Set "
+            f"allowed_lifetime_min to {min_days}d or more."
+        ),
+        "user_ips_max_age_short": (
+            f"user_ips_max_age is {value}: Synapse deletes connection records (IP, user agent) after "
+            f"that. The module copies them periodically; a window shorter than "
+            f"{_days(facts.get('margin_ms'))} is not survived by an outage of the background-tasks "
+            "instance. Set it to 7d or more (the default is 28d)."
+        ),
+        "forgotten_room_purge": (
+            f"forgotten_room_retention_period is {value}: Synapse purges a room every local member "
+            "has forgotten, and no module can veto that purge. The archive keeps what it copied "
+            "before; remove the setting to keep groups in Synapse too."
+        ),
+        "encryption_by_default": (
+            "encryption_enabled_by_default_for_room_type encrypts new rooms created with the "
+            f"{_listed(facts.get('presets'))} preset(s), and retention.encrypted_rooms "
+            "is forbid: creating a group with those presets is refused. Set the Synapse option to off, "
+            "or retention.encrypted_rooms to archive_ciphertext."
+        ),
+        "archive_lag_near_redaction_window": (
+            f"The archiver is {_seconds(facts.get('lag_ms'))} s behind, more than half of "
+            f"redaction_retention_period ({value}): events redacted now may be archived censored. "
+            "Check the background-tasks instance's log."
+        ),
+    }
+    return words.get(code, code)
+
+
 # --- credit and tiers ------------------------------------------------------------------------
 
 LIMIT_FIELD = "io.synapse_compliance.limit"
@@ -135,6 +242,31 @@ def credit_refusal_message(decision: Decision) -> str:
             f"you are still in, and your credit tier "
             f"({tier}) allows {f.get('limit')} (max_groups_created). Leave a group you created, "
             "or gain credit, to create another."
+        )
+    elif decision.reason_code == "group_join_cap":
+        what = (
+            f"You are in {f.get('usage')} {'group' if f.get('usage') == 1 else 'groups'}, and your "
+            f"credit tier ({tier}) allows {f.get('limit')} (max_groups_joined). Leave a group, or "
+            "gain credit, to join another."
+        )
+    elif decision.reason_code == "group_size_cap":
+        # About the group's owner, not the requester: their credit is not this user's to raise.
+        return (
+            f"This group has {f.get('usage')} members and pending invites, and its owner's credit "
+            f"tier ({tier}) allows {f.get('limit')} (max_group_size). A place frees up when a "
+            "member leaves or an invite is withdrawn or declined; the limit grows with the "
+            "owner's credit."
+        )
+    elif decision.reason_code == "may_not_invite":
+        what = (
+            f"Your credit tier ({tier}) does not allow inviting people to groups (may_invite); "
+            "a group's other members can invite them."
+        )
+    elif decision.reason_code == "may_not_manage":
+        return (
+            f"{f.get('subject')} cannot be made a manager of a group: their credit tier ({tier}) "
+            "does not allow managing groups (may_manage). They can be made a manager once their "
+            "credit reaches a tier that allows it."
         )
     elif decision.reason_code == "may_not_create_public":
         what = (
@@ -168,3 +300,30 @@ def credit_refusal_fields(decision: Decision) -> dict[str, object]:
         fields["retry_after_ms"] = f["retry_after_ms"]
         fields[LIMIT_FIELD] = {"per_second": f.get("per_second"), "burst": f.get("burst")}
     return fields
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def tier_limits_text(tier: Tier) -> str:
+    """A tier's limits in words, for notices."""
+    rate = tier.message_rate
+    return (
+        f"create up to {tier.max_groups_created} group{'' if tier.max_groups_created == 1 else 's'} "
+        f"and be in up to {tier.max_groups_joined}; "
+        f"groups you own may have up to {tier.max_group_size} members (joined and invited); "
+        f"invite people: {_yes_no(tier.may_invite)}; manage groups: {_yes_no(tier.may_manage)}; "
+        f"create public groups: {_yes_no(tier.may_create_public)}; messages in groups: "
+        f"{rate.per_second:g} per second, bursts of up to {rate.burst}"
+    )
+
+
+def tier_change_notice_body(before: Tier, after: Tier, score: int, reason: str) -> str:
+    """The server notice telling a user their credit tier changed: old and new, why, new limits."""
+    direction = "rose" if after.min_score > before.min_score else "dropped"
+    return (
+        f"Your credit tier {direction} from {before.name} to {after.name} (credit score now "
+        f"{score}). Reason: {reason}. From now on you may {tier_limits_text(after)}. "
+        "GET /_synapse/client/compliance/v1/me/credit shows your credit and limits."
+    )

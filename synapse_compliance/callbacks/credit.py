@@ -16,6 +16,10 @@
   path makes no DB call; admins and the server-notices user are exempt (checked only when a
   refusal is due, to keep the path fast).
 
+The membership caps (groups joined, group size, inviting, managing) are in
+callbacks/credit_caps.py; this gate registers them and hands them power-level events and group
+creations.
+
 Synapse skips the create callback for admins (SYNAPSE_FACTS §6). Remote senders are never
 refused here (SYNAPSE_FACTS §8).
 """
@@ -27,6 +31,7 @@ from synapse.module_api import NOT_SPAM, EventBase, JsonDict, ModuleApi
 from synapse.module_api.errors import Codes
 
 from synapse_compliance.callbacks._common import CallbackGuard, Exemptions, SpamAnswer
+from synapse_compliance.callbacks.credit_caps import POWER_LEVELS, CreditCaps
 from synapse_compliance.config import ComplianceConfig
 from synapse_compliance.core.credit import (
     BucketState,
@@ -82,12 +87,15 @@ class CreditGate:
         self._rooms = rooms
         self._exemptions = exemptions
         self._buckets: dict[str, BucketState] = {}
+        self.caps = CreditCaps(api, config, credit, rooms, exemptions)
 
     def register(self, guard: CallbackGuard) -> None:
         """Register with Synapse."""
         self._api.register_spam_checker_callbacks(
             user_may_create_room=guard("credit.user_may_create_room", self.user_may_create_room),
             check_event_for_spam=guard("credit.check_event_for_spam", self.check_event_for_spam),
+            user_may_join_room=guard("credit.user_may_join_room", self.caps.user_may_join_room),
+            user_may_invite=guard("credit.user_may_invite", self.caps.user_may_invite),
         )
 
     async def standing(self, user_id: str) -> Standing:
@@ -102,16 +110,19 @@ class CreditGate:
             return NOT_SPAM  # an upgrade (replaces a group), or a direct chat
         if await self._exemptions.is_exempt(user_id):
             return NOT_SPAM
-        decision = decide_create_group(await self.standing(user_id), is_public_request(room_config))
+        standing = await self.standing(user_id)
+        decision = decide_create_group(standing, is_public_request(room_config))
         if decision.allowed:
-            return NOT_SPAM
+            return await self.caps.check_creation(user_id, room_config, standing)
         logger.debug("refused group creation for %s: %s", user_id, decision.reason_code)
         return Codes.FORBIDDEN, credit_refusal_fields(decision)
 
     async def check_event_for_spam(self, event: EventBase) -> SpamAnswer:
         """Refuse local senders' messages in groups beyond their tier's message rate."""
         sender = event.sender
-        if event.is_state() or event.type == "m.room.redaction" or not self._api.is_mine(sender):
+        if event.is_state():
+            return await self.caps.check_power_levels(event) if event.type == POWER_LEVELS else NOT_SPAM
+        if event.type == "m.room.redaction" or not self._api.is_mine(sender):
             return NOT_SPAM
         facts = await self._rooms.get_room_facts(event.room_id)
         if not is_governed_room(facts, self._direct_chats):

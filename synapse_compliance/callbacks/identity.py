@@ -30,7 +30,7 @@ from synapse_compliance.config import ComplianceConfig
 from synapse_compliance.core.decision import Decision
 from synapse_compliance.core.groups import creates_group, is_governed_room
 from synapse_compliance.core.identity import GatedAction, decide_identity_gate
-from synapse_compliance.core.power_levels import granted_at_creation, granted_management
+from synapse_compliance.core.power_levels import granted_management, managers_at_creation
 from synapse_compliance.messages import identity_refusal_fields
 from synapse_compliance.storage.identity_store import IdentityStore
 from synapse_compliance.storage.room_store import RoomStore
@@ -109,7 +109,7 @@ class IdentityGate:
                     user_id,
                 )
         if _A.MANAGE_GROUP in self._required:
-            granted = granted_at_creation(room_config, user_id, self._manager_level)
+            granted = managers_at_creation(room_config, user_id, self._manager_level)
             return await self._check_new_managers(granted, user_id)
         return NOT_SPAM
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from synapse.module_api import JsonDict, ModuleApi, Requester
 
-from synapse_compliance.core.groups import ROOM_KIND_KEY, creation_marker, crossed_into_group
+from synapse_compliance.core.groups import ROOM_KIND_KEY, creation_marker
 from synapse_compliance.storage.room_events import RoomEvent
 from synapse_compliance.storage.room_store import RoomStore
 
@@ -46,7 +46,6 @@ class RoomLifecycle:
         if event.type != "m.room.member":
             return
         await self._rooms.invalidate(event.room_id)
-        facts = await self._rooms.get_room_facts(event.room_id)
-        if crossed_into_group(facts):
+        now = self._api.get_current_time_msec()
+        if await self._rooms.grew_at(event.room_id, event.stream_ordering, now):
             logger.info("direct chat %s gained a third member: it is a group from now on", event.room_id)
-            await self._rooms.record_became_group(event.room_id, self._api.get_current_time_msec())

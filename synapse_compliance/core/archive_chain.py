@@ -18,6 +18,11 @@ later (`redacted_by` is set when a redaction arrives; the redaction itself is a 
   rows at the end were deleted;
 - `missing_head`: a room has rows but no recorded head (the head was deleted).
 
+Pruning (core/retention.py) deletes a prefix of a room's chain and records an anchor: the hash
+of the last pruned row and how many rows were pruned. A walk then starts from the anchor instead
+of `GENESIS` (the first remaining row's `prev_hash` must be the anchor hash), and the head's row
+count, which counts every row ever appended, must equal pruned plus remaining rows.
+
 Pure: no I/O, no clock.
 """
 
@@ -131,12 +136,34 @@ def chain_rows(fields: Iterable[ChainedFields], head: str = GENESIS) -> list[Cha
     return rows
 
 
-class ChainWalker:
-    """Checks one room's rows page by page, in archive-id order, without holding them all."""
+@attrs.frozen
+class ChainAnchor:
+    """Where a pruned chain resumes: its last pruned row's id and hash, and how many were pruned."""
 
-    def __init__(self) -> None:
-        self.expected_prev = GENESIS
+    room_id: str
+    last_pruned_id: int
+    anchor_hash: str
+    pruned_rows: int
+
+
+class ChainWalker:
+    """Checks one room's rows page by page, in archive-id order, without holding them all.
+
+    `start_hash` and `start_rows` say where the walk starts: `GENESIS` and 0 for a whole chain,
+    an anchor's hash and pruned-row count for a pruned one (`ChainWalker.after(anchor)`).
+    """
+
+    def __init__(self, start_hash: str = GENESIS, start_rows: int = 0) -> None:
+        self.expected_prev = start_hash
+        self.start_rows = start_rows  # rows before the start (pruned); `rows` counts checked ones
         self.rows = 0
+
+    @classmethod
+    def after(cls, anchor: ChainAnchor | None) -> "ChainWalker":
+        """A walker starting at `anchor` (at `GENESIS` when the chain was never pruned)."""
+        if anchor is None:
+            return cls()
+        return cls(anchor.anchor_hash, anchor.pruned_rows)
 
     def feed(self, rows: Iterable[ChainedRow]) -> ChainBreak | None:
         """Check the next rows; return the first break among them, or None."""
@@ -152,9 +179,9 @@ class ChainWalker:
 
     def finish(self, head: ChainHead) -> ChainBreak | None:
         """After the last row: a break when the rows end short of the recorded head."""
-        if head.rows == 0 and self.rows > 0:
+        if head.rows == 0 and (self.rows > 0 or self.start_rows > 0):
             return ChainBreak(head.room_id, None, None, MISSING_HEAD)
-        if head.rows != self.rows or head.chain_hash != self.expected_prev:
+        if head.rows != self.start_rows + self.rows or head.chain_hash != self.expected_prev:
             return ChainBreak(head.room_id, None, None, MISSING_ROW)
         return None
 

@@ -1,4 +1,4 @@
-"""Credit and tiers (DESIGN §4.3): the ledger arithmetic, tier choice, and the first credit gates.
+"""Credit and tiers (DESIGN §4.3): the ledger arithmetic, tier choice, and the credit gates.
 
 Theory of operation. A user's score is the plain sum of their ledger. Every change is clamped to
 `[min, max]` *before* it is written: `apply_delta` returns the delta that was actually applied,
@@ -11,6 +11,12 @@ checks that). `tier_for` picks the tier for a score given the tier the user had 
 rises as soon as the score reaches the next tier's `min_score`, but only drops once the score
 falls *below* the current tier's `min_score - hysteresis`, so a score hovering at a boundary
 does not flap between tiers.
+
+The caps compare a count with the tier's limit and refuse only what would go *beyond* it: a
+user in `n` groups may join one more while `n < max_groups_joined`; a group of `n` members and
+pending invites may take `k` more while `n + k <= max_group_size` (its owner's tier), and adding
+nobody (an invitee accepting, a member re-joining) is never refused, even in a group already
+over a cap that was lowered. The counts are the shell's: it reads them from Synapse.
 
 The message-rate `TokenBucket` is pure too: it takes its state and the time and returns the
 answer and the new state; the shell keeps the states in memory.
@@ -30,7 +36,11 @@ _EPSILON = 1e-9
 
 # Reason codes (stable, DESIGN §5).
 GROUP_CREATE_CAP = "group_create_cap"
+GROUP_JOIN_CAP = "group_join_cap"
+GROUP_SIZE_CAP = "group_size_cap"
 MAY_NOT_CREATE_PUBLIC = "may_not_create_public"
+MAY_NOT_INVITE = "may_not_invite"
+MAY_NOT_MANAGE = "may_not_manage"
 MESSAGE_RATE = "message_rate"
 
 # Ledger reason codes written by the module itself.
@@ -114,6 +124,7 @@ class Standing:
     score: int
     tier: Tier
     groups_created: int = 0
+    groups_joined: int = 0
 
 
 def decide_create_group(standing: Standing, is_public: bool) -> Decision:
@@ -130,6 +141,55 @@ def decide_create_group(standing: Standing, is_public: bool) -> Decision:
             tier=tier.name,
             score=standing.score,
         )
+    return ALLOW
+
+
+def decide_join_group(standing: Standing) -> Decision:
+    """Whether a user in `standing` (in `groups_joined` groups now) may join one more. Pure."""
+    tier = standing.tier
+    if standing.groups_joined >= tier.max_groups_joined:
+        return Decision.refuse(
+            FORBIDDEN,
+            GROUP_JOIN_CAP,
+            limit=tier.max_groups_joined,
+            usage=standing.groups_joined,
+            tier=tier.name,
+            score=standing.score,
+        )
+    return ALLOW
+
+
+def decide_group_size(owner: Tier, members: int, adding: int) -> Decision:
+    """Whether a group of `members` (joined + invited) may take `adding` more. Pure.
+
+    Args:
+        owner: the tier of the group's owner, whose `max_group_size` applies.
+        members: joined plus invited users now (the owner included).
+        adding: users the change adds (0 for an invitee accepting; then always allowed).
+    """
+    if adding > 0 and members + adding > owner.max_group_size:
+        return Decision.refuse(
+            FORBIDDEN,
+            GROUP_SIZE_CAP,
+            limit=owner.max_group_size,
+            usage=members,
+            adding=adding,
+            tier=owner.name,
+        )
+    return ALLOW
+
+
+def decide_invite(standing: Standing) -> Decision:
+    """Whether a user in `standing` may invite people into a group. Pure."""
+    if not standing.tier.may_invite:
+        return Decision.refuse(FORBIDDEN, MAY_NOT_INVITE, tier=standing.tier.name, score=standing.score)
+    return ALLOW
+
+
+def decide_manage(target: Tier, subject: str) -> Decision:
+    """Whether `subject`, in tier `target`, may be raised to a group's manager level. Pure."""
+    if not target.may_manage:
+        return Decision.refuse(FORBIDDEN, MAY_NOT_MANAGE, tier=target.name, subject=subject)
     return ALLOW
 
 
@@ -191,3 +251,31 @@ def decide_message_rate(answer: BucketAnswer, tier: Tier) -> Decision:
         burst=tier.message_rate.burst,
         tier=tier.name,
     )
+
+
+# --- recovery (credit.recovery) -----------------------------------------------------------------
+#
+# Recovery grants `points` once per interval to a user below the ceiling, never past it.
+# Intervals are counted from the Unix epoch (`recovery_period`), so "already granted in this
+# interval" is one number per user that any instance can check: two loops, or a restart within
+# an interval, grant nothing twice. An interval in which the loop did not run is not made up.
+
+RECOVERY = "recovery"
+
+
+def recovery_period(now_ms: int, interval_ms: int) -> int:
+    """The number of the recovery interval `now_ms` falls in (intervals counted from the epoch)."""
+    return now_ms // interval_ms
+
+
+def recovery_tick_ms(interval_ms: int) -> int:
+    """How often the recovery loop runs: a quarter interval, from 1 s to 10 min.
+
+    More often than the interval, so every interval gets a run however restarts fall.
+    """
+    return max(1_000, min(interval_ms // 4, 600_000))
+
+
+def recovery_delta(score: int, points: int, ceiling: int) -> int:
+    """What recovery grants a user at `score`: up to `points`, never past `ceiling` (0 at or above)."""
+    return max(0, min(points, ceiling - score))

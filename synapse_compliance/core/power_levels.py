@@ -9,6 +9,8 @@ At room creation the initial power levels are built by Synapse from the `/create
 the creator gets 100; the `trusted_private_chat` preset gives every invitee the creator's level;
 `power_level_content_override` then sets explicit levels. `granted_at_creation` mirrors that, so
 a creation that would fail half-way on its power-level event is refused before it starts.
+`managers_at_creation` adds what overrides that: a power-level event in `initial_state`, and
+`creation_content.additional_creators` (creators outrank every level in room version 12).
 """
 
 from collections.abc import Iterable, Mapping
@@ -95,3 +97,51 @@ def granted_at_creation(
     return frozenset(
         user for user in candidates if user != creator and levels.get(user, default) >= manager_level
     )
+
+
+def creation_invitees(room_config: Mapping[str, object]) -> list[str]:
+    """The Matrix ids a `/createRoom` body invites (third-party invites are not members yet)."""
+    raw = room_config.get("invite")
+    if not isinstance(raw, list | tuple):
+        return []
+    return list(dict.fromkeys(u for u in raw if isinstance(u, str)))
+
+
+def managers_at_creation(
+    room_config: Mapping[str, object], creator: str, manager_level: int
+) -> frozenset[str]:
+    """Users other than the creator whom a `/createRoom` body makes managers.
+
+    Synapse uses a power-level event in `initial_state` as it is, ignoring the preset and
+    `power_level_content_override` (synapse/handlers/room.py:1676-1680); otherwise it builds
+    the levels from those, as `granted_at_creation` mirrors. In room versions with creator
+    power (MSC4289, version 12, Synapse's default) `creation_content.additional_creators` are
+    creators, above every power level (the trusted_private_chat preset makes its invitees
+    that, synapse/handlers/room.py:1248-1261).
+    """
+    content = room_config.get("creation_content")
+    raw = content.get("additional_creators") if isinstance(content, Mapping) else None
+    creators = (
+        frozenset(u for u in raw if isinstance(u, str)) if isinstance(raw, list | tuple) else frozenset()
+    )
+    return (_managers_by_levels(room_config, creator, manager_level) | creators) - {creator}
+
+
+def _managers_by_levels(
+    room_config: Mapping[str, object], creator: str, manager_level: int
+) -> frozenset[str]:
+    state = room_config.get("initial_state")
+    levels: Mapping[str, object] | None = None
+    for ev in state if isinstance(state, list | tuple) else ():
+        # The last one wins, as in Synapse (synapse/handlers/room.py:1311-1313).
+        if (
+            isinstance(ev, Mapping)
+            and ev.get("type") == "m.room.power_levels"
+            and ev.get("state_key", "") == ""
+        ):
+            content = ev.get("content")
+            levels = content if isinstance(content, Mapping) else levels
+    if levels is None:
+        return granted_at_creation(room_config, creator, manager_level)
+    members = [creator, *creation_invitees(room_config)]
+    return granted_management(None, levels, manager_level, members) - {creator}

@@ -5,6 +5,7 @@ Synapse hands a module resource every request below its path only when `isLeaf` 
 encoded `/` inside a user id never changes the route.
 """
 
+import enum
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -19,7 +20,19 @@ if TYPE_CHECKING:
 
 BASE_PATH = "/_synapse/client/compliance/v1"
 
-Handler = Callable[["SynapseRequest", dict[str, str]], Awaitable[tuple[int, JsonDict]]]
+
+class Streamed(enum.Enum):
+    """What a handler returns when it wrote (streamed) the response itself."""
+
+    STREAMED = "streamed"
+
+
+# A handler that wrote the response itself returns `STREAMED`; Synapse then sends nothing more
+# (`_AsyncResource._async_render_wrapper` only responds to a `(status, body)` return). Errors
+# raised before its first byte are still sent as Matrix JSON.
+STREAMED = Streamed.STREAMED
+
+Handler = Callable[["SynapseRequest", dict[str, str]], Awaitable[tuple[int, JsonDict] | Streamed]]
 
 
 @attrs.frozen
@@ -62,7 +75,7 @@ class ComplianceResource(DirectServeJsonResource):
         rest = path[len(BASE_PATH) :] if path.startswith(BASE_PATH) else path
         return [unquote(s) for s in rest.strip("/").split("/") if s]
 
-    async def _dispatch(self, method: str, request: "SynapseRequest") -> tuple[int, JsonDict]:
+    async def _dispatch(self, method: str, request: "SynapseRequest") -> tuple[int, JsonDict] | None:
         segments = self._segments(request)
         path_known = False
         for r in self._routes:
@@ -71,19 +84,20 @@ class ComplianceResource(DirectServeJsonResource):
                 continue
             path_known = True
             if r.method == method:
-                return await r.handler(request, params)
+                result = await r.handler(request, params)
+                return None if isinstance(result, Streamed) else result
         if path_known:
             raise SynapseError(405, f"{method} is not supported here", Codes.UNRECOGNIZED)
         raise SynapseError(404, "Unknown compliance endpoint", Codes.UNRECOGNIZED)
 
-    async def _async_render_GET(self, request: "SynapseRequest") -> tuple[int, JsonDict]:
+    async def _async_render_GET(self, request: "SynapseRequest") -> tuple[int, JsonDict] | None:
         return await self._dispatch("GET", request)
 
-    async def _async_render_PUT(self, request: "SynapseRequest") -> tuple[int, JsonDict]:
+    async def _async_render_PUT(self, request: "SynapseRequest") -> tuple[int, JsonDict] | None:
         return await self._dispatch("PUT", request)
 
-    async def _async_render_POST(self, request: "SynapseRequest") -> tuple[int, JsonDict]:
+    async def _async_render_POST(self, request: "SynapseRequest") -> tuple[int, JsonDict] | None:
         return await self._dispatch("POST", request)
 
-    async def _async_render_DELETE(self, request: "SynapseRequest") -> tuple[int, JsonDict]:
+    async def _async_render_DELETE(self, request: "SynapseRequest") -> tuple[int, JsonDict] | None:
         return await self._dispatch("DELETE", request)

@@ -3,14 +3,18 @@
 GET  admin/users/{user_id}/credit   score, tier, the tier's limits, usage, ledger (newest first)
 POST admin/users/{user_id}/credit   {delta, reason}: change the score (clamped), audited
 GET  me/credit                      the caller's own score, tier, limits and usage
+POST admin/credit/recovery/run      {reason}: run credit recovery now, audited
+POST admin/credit/recount           {reason}: rebuild the groups-created counts, audited
 """
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from synapse.module_api import JsonDict, ModuleApi
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_compliance.core.credit import ADMIN_ADJUSTMENT, Standing, Tier
+from synapse_compliance.core.credit_recount import RecountSettings
 from synapse_compliance.http._auth import require_admin, require_user
 from synapse_compliance.http._parse import (
     bad_param,
@@ -23,7 +27,17 @@ from synapse_compliance.http._parse import (
     required_str,
 )
 from synapse_compliance.http._router import Route, route
+from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
+from synapse_compliance.storage.credit_recount import (
+    Step,
+    TxnSql,
+    recount_steps,
+    run_steps_async,
+)
 from synapse_compliance.storage.credit_store import CreditChange, CreditStore
+from synapse_compliance.storage.schema import SchemaManager
+from synapse_compliance.tasks.credit_recovery import CreditRecovery
+from synapse_compliance.tasks.notices import NoticeSender
 
 if TYPE_CHECKING:
     from synapse.module_api import SynapseRequest
@@ -56,7 +70,7 @@ def standing_json(user_id: str, standing: Standing, started: bool) -> JsonDict:
         "score": standing.score,
         "tier": standing.tier.name,
         "limits": tier_json(standing.tier),
-        "usage": {"groups_created": standing.groups_created},
+        "usage": {"groups_created": standing.groups_created, "groups_joined": standing.groups_joined},
         "ledger_started": started,
     }
 
@@ -77,9 +91,16 @@ def _delta(body: JsonDict) -> int:
 class CreditEndpoints:
     """Handlers for the credit routes."""
 
-    def __init__(self, api: ModuleApi, store: CreditStore) -> None:
+    def __init__(
+        self,
+        api: ModuleApi,
+        store: CreditStore,
+        groups_joined: Callable[[str], Awaitable[int]] | None = None,
+    ) -> None:
         self._api = api
         self._store = store
+        # Counts the governed groups a user is in (callbacks/credit_caps.py); None: not shown.
+        self._groups_joined = groups_joined
 
     def routes(self) -> list[Route]:
         """The routes these handlers serve."""
@@ -92,7 +113,9 @@ class CreditEndpoints:
     async def _standing_json(self, user_id: str) -> JsonDict:
         state = await self._store.get_credit(user_id)
         groups = await self._store.count_groups_created(user_id)
-        return standing_json(user_id, Standing(state.score, state.tier, groups), state.started)
+        joined = await self._groups_joined(user_id) if self._groups_joined is not None else 0
+        standing = Standing(state.score, state.tier, groups, groups_joined=joined)
+        return standing_json(user_id, standing, state.started)
 
     async def get_credit(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
         await require_admin(self._api, request)
@@ -146,3 +169,73 @@ class CreditEndpoints:
     async def get_me(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
         user_id = await require_user(self._api, request)
         return 200, await self._standing_json(user_id)
+
+
+RECOVERY_RUN_ACTION = "credit.recovery.run"
+
+
+class CreditJobEndpoints:
+    """Handlers that run the credit jobs on demand: recovery and the groups recount."""
+
+    def __init__(
+        self,
+        api: ModuleApi,
+        recovery: CreditRecovery,
+        recount: RecountSettings,
+        sender: NoticeSender,
+        schema: SchemaManager,
+    ) -> None:
+        self._api = api
+        self._schema = schema
+        self._recovery = recovery
+        self._recount = recount
+        self._sender = sender
+
+    def routes(self) -> list[Route]:
+        """The routes these handlers serve."""
+        return [
+            route("POST", "admin/credit/recovery/run", self.run_recovery),
+            route("POST", "admin/credit/recount", self.run_recount),
+        ]
+
+    async def run_recovery(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
+        actor = await require_admin(self._api, request)
+        body = json_body(request)
+        reject_unknown_fields(body, {"reason"})
+        reason = required_str(body, "reason")
+        run = await self._recovery.run_once()
+        summary: JsonDict = {
+            "enabled": run.enabled,
+            "period": run.period,
+            "granted": run.granted,
+            "points_granted": run.points_granted,
+            "tier_changes": run.tier_changes,
+            "blocked": run.blocked,
+        }
+        # One entry for the run (each grant is a ledger row of its own, actor synapse_compliance).
+        await self._api.run_db_interaction(
+            "compliance_audit_recovery_run",
+            append_audit_txn,
+            AuditEntry(actor=actor, action=RECOVERY_RUN_ACTION, target=None, reason=reason, details=summary),
+            self._api.get_current_time_msec(),
+        )
+        delivered = await self._sender.deliver_due() if self._sender.can_send and run.tier_changes else 0
+        return 200, {**summary, "granted_users": list(run.granted_users), "notices_delivered": delivered}
+
+    async def run_recount(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
+        actor = await require_admin(self._api, request)
+        body = json_body(request)
+        reject_unknown_fields(body, {"reason"})
+        reason = required_str(body, "reason")
+        await self._schema.ready()
+        steps = recount_steps(
+            self._recount, actor=actor, reason=reason, now_ms=self._api.get_current_time_msec()
+        )
+
+        async def execute(step: Step) -> object:
+            return await self._api.run_db_interaction(
+                "compliance_credit_recount", lambda txn: step(TxnSql(txn))
+            )
+
+        report = await run_steps_async(steps, execute)
+        return 200, report.as_json()

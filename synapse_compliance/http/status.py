@@ -24,12 +24,20 @@ class StatusEndpoints:
         config: ComplianceConfig,
         schema: SchemaManager,
         archive_status: Callable[[bool], Awaitable[JsonDict]] | None = None,
+        *,
+        connections_status: Callable[[bool], Awaitable[JsonDict]] | None = None,
+        retention_status: Callable[[bool], Awaitable[JsonDict]] | None = None,
+        warnings: Callable[[], list[JsonDict]] | None = None,
     ) -> None:
         self._api = api
         self._config = config
         self._schema = schema
         # Called with whether the schema is ready; answers the `archive` block.
         self._archive_status = archive_status
+        self._connections_status = connections_status  # likewise, the `connections` block
+        self._retention_status = retention_status  # likewise, the `retention` block (holds, pruning)
+        # The archive guards' warnings (startup_checks.py), read after the blocks above.
+        self._warnings = warnings
 
     def routes(self) -> list[Route]:
         """The routes these handlers serve."""
@@ -45,4 +53,10 @@ class StatusEndpoints:
         }
         if self._archive_status is not None:
             body["archive"] = await self._archive_status(self._schema.is_ready)
+        if self._connections_status is not None:
+            body["connections"] = await self._connections_status(self._schema.is_ready)
+        if self._retention_status is not None:
+            body["retention"] = await self._retention_status(self._schema.is_ready)
+        if self._warnings is not None:
+            body["warnings"] = self._warnings()
         return 200, body

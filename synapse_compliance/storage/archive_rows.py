@@ -12,6 +12,7 @@ import attrs
 
 from synapse_compliance.core.archive_chain import (
     GENESIS,
+    ChainAnchor,
     ChainedFields,
     ChainedRow,
     ChainHead,
@@ -24,10 +25,11 @@ VERIFY_PAGE = 1_000  # rows read per query while verifying
 
 @attrs.frozen
 class StoredHead:
-    """A room's chain head and the id of its last row."""
+    """A room's chain head, the id of its last row, and its anchor if it was ever pruned."""
 
     head: ChainHead
     last_id: int
+    anchor: ChainAnchor | None = None
 
 
 Query = Callable[[str, tuple[object, ...]], list[tuple[Any, ...]]]
@@ -51,7 +53,34 @@ def read_heads(query: Query, room_id: str | None) -> list[StoredHead]:
     for r in query(f"SELECT room_id, MAX(id) FROM compliance_archive {where} GROUP BY room_id", args):  # noqa: S608 (fixed clause)
         if r[0] not in heads:
             heads[r[0]] = StoredHead(ChainHead(r[0], 0, GENESIS), int(r[1]))
+    # Pruned rooms start their walk at the anchor (a fully pruned room may have no rows left).
+    for room, anchor in read_anchors(query, room_id).items():
+        stored = heads.get(room) or StoredHead(ChainHead(room, 0, GENESIS), anchor.last_pruned_id)
+        heads[room] = attrs.evolve(stored, anchor=anchor)
     return [heads[k] for k in sorted(heads)]
+
+
+def read_anchors(query: Query, room_id: str | None = None) -> dict[str, ChainAnchor]:
+    """The anchors of pruned rooms (or of one room), by room id; see `core.retention`."""
+    where, args = ("WHERE room_id = ?", (room_id,)) if room_id is not None else ("", ())
+    return {
+        r[0]: ChainAnchor(r[0], int(r[1]), r[2], int(r[3]))
+        for r in query(
+            "SELECT room_id, last_pruned_id, anchor_hash, pruned_rows"  # noqa: S608 (fixed clause)
+            f" FROM compliance_archive_anchors {where}",
+            args,
+        )
+    }
+
+
+def read_anchor(query: Query, room_id: str) -> ChainAnchor | None:
+    """One room's anchor, or None when its chain was never pruned."""
+    return read_anchors(query, room_id).get(room_id)
+
+
+def anchor_lookup(query: Query) -> Callable[[str], ChainAnchor | None]:
+    """Every anchor, read once now; answers a room's anchor (None: never pruned)."""
+    return read_anchors(query).get
 
 
 def read_rows_page(query: Query, room_id: str, after_id: int, upto_id: int, limit: int) -> list[ChainedRow]:
@@ -110,7 +139,7 @@ def verify_steps(
     rooms = rows = 0
     for stored in heads:
         rooms += 1
-        walker = ChainWalker()
+        walker = ChainWalker.after(stored.anchor)  # a pruned chain resumes at its anchor
         after = 0
         while True:
             page = yield PageRequest(stored.head.room_id, after, stored.last_id, VERIFY_PAGE)

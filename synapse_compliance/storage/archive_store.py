@@ -85,6 +85,7 @@ class ArchiveCounts:
     cursor: int
     backfill_cursor: int
     oldest_archived_ts: int | None
+    pruned_rows: int = 0  # rows deleted past retention.max_days (`rows` counts those left)
 
 
 class ArchiveStore:
@@ -135,6 +136,11 @@ class ArchiveStore:
             txn.execute("SELECT COALESCE(SUM(rows_count), 0) FROM compliance_archive_heads")
             row = txn.fetchone()
             rows = int(row[0]) if row is not None else 0
+            # Heads count every row ever appended; pruned ones are gone (storage/prune_store.py).
+            txn.execute("SELECT COALESCE(SUM(pruned_rows), 0) FROM compliance_archive_anchors")
+            pruned_row = txn.fetchone()
+            pruned = int(pruned_row[0]) if pruned_row is not None else 0
+            rows -= pruned
             txn.execute("SELECT archived_ts FROM compliance_archive ORDER BY id LIMIT 1")
             oldest = txn.fetchone()
             return ArchiveCounts(
@@ -142,6 +148,7 @@ class ArchiveStore:
                 _cursor_txn(txn, FORWARD),
                 _cursor_txn(txn, BACKWARD),
                 int(oldest[0]) if oldest else None,
+                pruned,
             )
 
         return await self._api.run_db_interaction("compliance_archive_counts", _txn)

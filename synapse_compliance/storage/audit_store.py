@@ -6,11 +6,14 @@ transaction that makes the change, so an action and its audit row commit togethe
 
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
-from synapse.module_api import LoggingTransaction, ModuleApi
 
-from synapse_compliance.storage.schema import SchemaManager
+if TYPE_CHECKING:  # Synapse-free at run time: the CLI appends audit entries over its own connection
+    from synapse.module_api import LoggingTransaction, ModuleApi
+
+    from synapse_compliance.storage.schema import SchemaManager
 
 
 @attrs.frozen
@@ -33,7 +36,7 @@ class AuditRecord:
     entry: AuditEntry
 
 
-def append_audit_txn(txn: LoggingTransaction, entry: AuditEntry, now_ms: int) -> None:
+def append_audit_txn(txn: "LoggingTransaction", entry: AuditEntry, now_ms: int) -> None:
     """Append `entry` inside the caller's transaction."""
     txn.execute(
         "INSERT INTO compliance_audit_log (ts, actor, action, target, reason, details)"
@@ -63,7 +66,7 @@ class AuditQuery:
 class AuditStore:
     """Reads the audit log (writes happen through `append_audit_txn`)."""
 
-    def __init__(self, api: ModuleApi, schema: SchemaManager) -> None:
+    def __init__(self, api: "ModuleApi", schema: "SchemaManager") -> None:
         self._api = api
         self._schema = schema
 
@@ -73,7 +76,7 @@ class AuditStore:
         return await self._api.run_db_interaction("compliance_list_audit_entries", _list_entries_txn, query)
 
 
-def _list_entries_txn(txn: LoggingTransaction, query: AuditQuery) -> list[AuditRecord]:
+def _list_entries_txn(txn: "LoggingTransaction", query: AuditQuery) -> list[AuditRecord]:
     clauses: list[str] = []
     args: list[object] = []
     for column, value in (

@@ -11,10 +11,18 @@ itself was already judged as a join into a group (`adding=1` in the gates).
 from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
+import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi, cached
 
 from synapse_compliance._synapse_private import MISSING, cached_now, get_clock, server_notices_mxid
-from synapse_compliance.core.groups import KIND_DIRECT_CHAT, KIND_GROUP, ROOM_KIND_KEY, RoomFacts
+from synapse_compliance.core.groups import (
+    DIRECT_CHAT_MAX_MEMBERS,
+    KIND_DIRECT_CHAT,
+    KIND_GROUP,
+    ROOM_KIND_KEY,
+    RoomFacts,
+    crossed_into_group,
+)
 from synapse_compliance.storage.schema import SchemaManager
 
 CREATE = ("m.room.create", "")
@@ -62,6 +70,39 @@ class RoomStore:
 
         await self._api.run_db_interaction("compliance_record_became_group", _txn)
         await self.invalidate(room_id)
+
+    async def grew_at(self, room_id: str, stream_ordering: int, now_ms: int) -> bool:
+        """Whether a direct chat had a third member just after `stream_ordering`; records it if so.
+
+        Judged by the memberships at that point, not now, so a third member who joined and
+        left again before anyone looked still makes the room a group for good (DESIGN §4.1).
+        Why private: ModuleApi has no state-at-an-event lookup. Synapse's `room_memberships`
+        keeps every membership event with its stream ordering (synapse/storage/schema/main/
+        delta/74/03_membership_tables_event_stream_ordering.sql); a user's latest one at or
+        before the point is their membership then.
+        """
+        facts = await self.get_room_facts(room_id)
+        if not crossed_into_group(attrs.evolve(facts, members=DIRECT_CHAT_MAX_MEMBERS + 1)):
+            return False  # not a direct chat that can grow (or already recorded as grown)
+
+        def _txn(txn: LoggingTransaction) -> int:
+            txn.execute(
+                "SELECT COUNT(*) FROM room_memberships AS m WHERE m.room_id = ?"
+                " AND m.event_stream_ordering <= ? AND m.membership IN ('join', 'invite')"
+                " AND NOT EXISTS (SELECT 1 FROM room_memberships AS later"
+                " WHERE later.room_id = m.room_id AND later.user_id = m.user_id"
+                " AND later.event_stream_ordering > m.event_stream_ordering"
+                " AND later.event_stream_ordering <= ?)",
+                (room_id, stream_ordering, stream_ordering),
+            )
+            row = txn.fetchone()
+            return int(row[0]) if row is not None else 0
+
+        members = await self._api.run_db_interaction("compliance_members_at", _txn)
+        if members <= DIRECT_CHAT_MAX_MEMBERS:
+            return False
+        await self.record_became_group(room_id, now_ms)
+        return True
 
     @cached(max_entries=50_000)
     async def _cached_facts(self, room_id: str) -> RoomFacts:

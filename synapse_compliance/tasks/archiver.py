@@ -14,7 +14,9 @@ Which rooms: an event is archived when its room is governed (`core.groups.is_gov
 at the time the archiver reaches the event, normally within a second of persistence. Groups stay
 groups, so a room is archived from the moment it is governed onwards: a direct chat that becomes
 a group is archived from then on: its earlier, private messages are not copied, except those the
-archiver had not reached yet when the room changed (normally under a second's worth).
+archiver had not reached yet when the room changed (normally under a second's worth). Growth is
+judged at the membership event itself (`RoomStore.grew_at`), so a third member who joins and
+leaves between two passes still makes the room a group, archived from that event on.
 Outliers, soft-failed and rejected events of governed rooms are archived like any event, so an
 outlier that is later de-outliered (keeping its old ordering) is not missed.
 
@@ -164,7 +166,7 @@ class Archiver:
         return await self._append(BACKWARD, position, new_position, events)
 
     async def _append(self, cursor: str, position: int, new_position: int, events: list[StoredEvent]) -> int:
-        keep = await self._governed_events(events)
+        keep = await self._governed_events(events, forward=cursor == FORWARD)
         try:
             return await self._store.append(
                 cursor, position, new_position, keep, self._api.get_current_time_msec()
@@ -173,15 +175,39 @@ class Archiver:
             logger.info("archiver cursor %s moved under this pass; reading again", cursor)
             return 0
 
-    async def _governed_events(self, events: list[StoredEvent]) -> list[StoredEvent]:
+    async def _governed_events(self, events: list[StoredEvent], forward: bool) -> list[StoredEvent]:
+        """The events of `events` to archive: those of governed rooms, in their order.
+
+        A direct chat whose third member arrived in this batch of new events is archived from
+        that membership event on, even if the member has left again by now (`RoomStore.grew_at`).
+        """
         changed = {e.room_id for e in events if e.type in _FACT_CHANGING}
-        governed: dict[str, bool] = {}
+        keep_from: dict[str, int | None] = {}  # room -> first ordering kept (None: nothing)
         for room_id in dict.fromkeys(e.room_id for e in events):
             if room_id in changed:
                 self._rooms.forget(room_id)  # facts cached before these events are stale
             facts = await self._rooms.get_room_facts(room_id)
-            governed[room_id] = is_governed_room(facts, self._direct_chats)
-        return [e for e in events if governed[e.room_id]]
+            if is_governed_room(facts, self._direct_chats):
+                keep_from[room_id] = events[0].stream_ordering if forward else events[-1].stream_ordering
+            elif forward and room_id in changed:
+                keep_from[room_id] = await self._growth_point(room_id, events)
+            else:
+                keep_from[room_id] = None
+        kept = []
+        for e in events:
+            start = keep_from[e.room_id]
+            if start is not None and (e.stream_ordering >= start or not forward):
+                kept.append(e)
+        return kept
+
+    async def _growth_point(self, room_id: str, events: list[StoredEvent]) -> int | None:
+        """The ordering of the membership event in `events` that made a direct chat a group."""
+        now = self._api.get_current_time_msec()
+        for e in events:
+            member = e.room_id == room_id and e.type == "m.room.member"
+            if member and await self._rooms.grew_at(room_id, e.stream_ordering, now):
+                return e.stream_ordering
+        return None
 
 
 async def verify_archive(store: ArchiveStore, room_id: str | None = None) -> VerifyReport:

@@ -6,8 +6,9 @@ in stream order, once each create or membership event has persisted:
 - a local user's create event carrying a counted room kind records a group they created;
 - a create event naming a predecessor (a room upgrade) moves the count from the old room to its
   replacement, counted for the upgrader while they are in it;
-- a creator's own join counts their group again, a leave, kick or ban (a shutdown kicks
-  everyone) stops counting it.
+- a creator's own join counts their group again (unless the room was upgraded away: users stay
+  joined to the old room, and every profile change sends a join there), a leave, kick or ban
+  (a shutdown kicks everyone) stops counting it.
 
 Every step is idempotent, so an event handled twice (after a restart) changes nothing. The gate
 (callbacks/credit.py) reads the count when a creation is requested; creations racing within the
@@ -55,9 +56,15 @@ class GroupCounter:
             and event.state_key
             and self._api.is_mine(event.state_key)
         ):
-            await self._credit.set_creator_present(
-                event.room_id, event.state_key, event.membership == "join", now
-            )
+            present = event.membership == "join"
+            if present and await self._replaced(event.room_id):
+                return  # e.g. a profile change in the old room of an upgrade: it stays replaced
+            await self._credit.set_creator_present(event.room_id, event.state_key, present, now)
+
+    async def _replaced(self, room_id: str) -> bool:
+        """Whether `room_id` was upgraded (it has a tombstone): it no longer counts as a group."""
+        state = await self._api.get_room_state(room_id, [("m.room.tombstone", "")])
+        return ("m.room.tombstone", "") in state
 
     async def _still_in(self, room_id: str, user_id: str) -> bool:
         """False once `user_id` left `room_id`; a membership not yet persisted counts as in."""

@@ -2,7 +2,6 @@
 in tamper-evident chains; direct chats are not archived."""
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from tests.e2e.conftest import database
 from tests.harness.client import MatrixClient, q
 from tests.harness.homeserver import DatabaseChoice, Homeserver, running_homeserver
+from tests.harness.sql import server_sql
 
 pytestmark = pytest.mark.e2e
 
@@ -32,19 +32,7 @@ class ArchiveServer:
 
     def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the server's database (`?` placeholders); return its rows."""
-        if self.db.postgres is not None:
-            conn = self.db.postgres.connect()
-            query = query.replace("?", "%s")
-        else:
-            conn = sqlite3.connect(self.hs.workdir / "homeserver.db", timeout=30)
-        try:
-            cur = conn.cursor()
-            cur.execute(query, args)
-            rows = [tuple(r) for r in cur.fetchall()] if cur.description else []
-            conn.commit()
-            return rows
-        finally:
-            conn.close()
+        return server_sql(self.hs, query, args)
 
     def run(self) -> int:
         """POST admin/archive/run; the number of rows archived."""
@@ -127,7 +115,8 @@ def test_a_direct_chat_is_not_archived(archive: ArchiveServer) -> None:
     assert archive.archived(room_id) == []
 
 
-def test_a_direct_chat_that_becomes_a_group_is_archived_from_then_on(archive: ArchiveServer) -> None:
+def _direct_chat(archive: ArchiveServer) -> tuple[MatrixClient, MatrixClient, MatrixClient, str, str]:
+    """Alice and Bob in a direct chat with one archived-past message; Carol not yet in it."""
     alice, bob, carol = archive.member(), archive.member(), archive.member()
     r = alice.create_room(is_direct=True, invite=[bob.user_id], preset="trusted_private_chat")
     assert r.status_code == 200, r.text
@@ -136,6 +125,11 @@ def test_a_direct_chat_that_becomes_a_group_is_archived_from_then_on(archive: Ar
     private = send(alice, room_id, "still a direct chat")
     archive.run()  # the archiver passes the direct chat's events by
     assert archive.archived(room_id) == []
+    return alice, bob, carol, room_id, private
+
+
+def test_a_direct_chat_that_becomes_a_group_is_archived_from_then_on(archive: ArchiveServer) -> None:
+    alice, bob, carol, room_id, private = _direct_chat(archive)
 
     assert alice.invite(room_id, carol.user_id).status_code == 200  # a third member: a group now
     after = send(alice, room_id, "now a group")
@@ -155,6 +149,24 @@ def test_a_direct_chat_that_becomes_a_group_is_archived_from_then_on(archive: Ar
     later = send(bob, room_id, "two of us again")
     archive.run()
     assert later in [r[0] for r in archive.archived(room_id)]
+    assert archive.verify(room_id)["ok"] is True
+
+
+def test_a_third_member_who_leaves_at_once_still_makes_a_group(archive: ArchiveServer) -> None:
+    alice, _bob, carol, room_id, private = _direct_chat(archive)
+    # Invited and gone again before anything looked: back to two members, but a group for good.
+    assert alice.invite(room_id, carol.user_id).status_code == 200
+    assert carol.leave(room_id).status_code == 200
+    after = send(alice, room_id, "a group now, with two members")
+    archive.run()
+    ids = [r[0] for r in archive.archived(room_id)]
+    assert after in ids and private not in ids
+    invite = archive.sql(
+        "SELECT event_id FROM events WHERE room_id = ? AND type = 'm.room.member' AND state_key = ?"
+        " ORDER BY stream_ordering",
+        (room_id, carol.user_id),
+    )[0][0]
+    assert ids[0] == invite
     assert archive.verify(room_id)["ok"] is True
 
 

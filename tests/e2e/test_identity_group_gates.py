@@ -99,6 +99,19 @@ def test_creation_that_would_promote_an_unverified_invitee_is_refused(
     r = owner.create_room(name="g", power_level_content_override={"users": {bob.user_id: 50}})
     assert r.status_code == 403, r.text
     assert bob.user_id in r.json()["error"]
+    # Extra creators outrank every power level (room version 12); a power-level event in
+    # `initial_state` replaces the preset and the override.
+    r = owner.create_room(name="g", creation_content={"additional_creators": [carol.user_id]})
+    assert r.status_code == 403, r.text
+    assert carol.user_id in r.json()["error"]
+    levels = {"users": {owner.user_id: 100, bob.user_id: 50}}
+    r = owner.create_room(
+        name="g",
+        initial_state=[{"type": "m.room.power_levels", "state_key": "", "content": levels}],
+        room_version="10",
+    )
+    assert r.status_code == 403, r.text
+    assert bob.user_id in r.json()["error"]
     # The plain creation works and leaves no half-made room behind for the refused ones.
     assert owner.create_room(name="g", invite=[bob.user_id]).status_code == 200
 

@@ -6,7 +6,11 @@ from hypothesis import strategies as st
 from synapse_compliance.config import DEFAULT_TIERS
 from synapse_compliance.core.credit import (
     GROUP_CREATE_CAP,
+    GROUP_JOIN_CAP,
+    GROUP_SIZE_CAP,
     MAY_NOT_CREATE_PUBLIC,
+    MAY_NOT_INVITE,
+    MAY_NOT_MANAGE,
     MESSAGE_RATE,
     BucketState,
     MessageRate,
@@ -15,6 +19,10 @@ from synapse_compliance.core.credit import (
     TokenBucket,
     apply_delta,
     decide_create_group,
+    decide_group_size,
+    decide_invite,
+    decide_join_group,
+    decide_manage,
     decide_message_rate,
     tier_for,
 )
@@ -44,7 +52,20 @@ def tier_lists(draw: st.DrawFn, min_gap: int = 1) -> tuple[Tier, ...]:
         caps = [c + draw(st.integers(0, 5)) for c in caps]
         rights = [r or draw(st.booleans()) for r in rights]
         rate, burst = rate + draw(st.integers(0, 5)), burst + draw(st.integers(0, 10))
-        tiers.append(Tier(f"t{i}", score, *caps, *rights[:3], MessageRate(rate, burst), rights[3]))
+        tiers.append(
+            Tier(
+                name=f"t{i}",
+                min_score=score,
+                max_groups_created=caps[0],
+                max_groups_joined=caps[1],
+                max_group_size=caps[2],
+                may_invite=rights[0],
+                may_manage=rights[1],
+                may_create_public=rights[2],
+                message_rate=MessageRate(rate, burst),
+                federation=rights[3],
+            )
+        )
     return tuple(tiers)
 
 
@@ -88,6 +109,14 @@ def test_more_credit_never_loses_a_permission(tiers: tuple[Tier, ...], a: int, b
         for public in (False, True):
             if decide_create_group(Standing(lo, t_lo, usage), public).allowed:
                 assert decide_create_group(Standing(hi, t_hi, usage), public).allowed
+        if decide_join_group(Standing(lo, t_lo, groups_joined=usage)).allowed:
+            assert decide_join_group(Standing(hi, t_hi, groups_joined=usage)).allowed
+        for adding in range(3):
+            if decide_group_size(t_lo, usage, adding).allowed:
+                assert decide_group_size(t_hi, usage, adding).allowed
+    for decide in (decide_invite, lambda s: decide_manage(s.tier, "@x:hs")):
+        if decide(Standing(lo, t_lo)).allowed:
+            assert decide(Standing(hi, t_hi)).allowed
 
 
 def test_rises_at_once_and_drops_only_below_the_band() -> None:
@@ -200,3 +229,65 @@ def test_bucket_never_allows_more_than_burst_plus_rate_times_t(
         for j in range(i, len(allowed)):
             window_ms = allowed[j] - start
             assert j - i + 1 <= burst + per_second * window_ms / 1000 + 1e-6
+
+
+# --- membership caps ----------------------------------------------------------------------------
+
+
+@given(tier_lists(), st.integers(0, 40))
+def test_the_join_cap_refuses_exactly_at_the_limit_and_not_one_earlier(
+    tiers: tuple[Tier, ...], n: int
+) -> None:
+    for tier in tiers:
+        decision = decide_join_group(Standing(100, tier, groups_joined=n))
+        assert decision.allowed is (n < tier.max_groups_joined)
+        if not decision.allowed:
+            assert decision.reason_code == GROUP_JOIN_CAP and decision.errcode == "M_FORBIDDEN"
+            assert decision.facts["limit"] == tier.max_groups_joined
+            assert decision.facts["usage"] == n
+            assert decision.facts["tier"] == tier.name
+        assert decision == decide_join_group(Standing(100, tier, groups_joined=n))  # deterministic
+
+
+def test_the_join_cap_examples() -> None:
+    restricted = DEFAULT_TIERS[0]  # max_groups_joined 10
+    assert decide_join_group(Standing(100, restricted, groups_joined=9)).allowed  # the 10th
+    capped = decide_join_group(Standing(100, restricted, groups_joined=10))
+    assert capped.facts == {"limit": 10, "usage": 10, "tier": "restricted", "score": 100}
+    assert not decide_join_group(Standing(100, restricted, groups_joined=15)).allowed  # cap lowered
+
+
+@given(tier_lists(), st.integers(0, 40), st.integers(0, 5))
+def test_group_size_never_lets_a_change_go_beyond_the_cap(
+    tiers: tuple[Tier, ...], members: int, adding: int
+) -> None:
+    for tier in tiers:
+        decision = decide_group_size(tier, members, adding)
+        if adding == 0:
+            assert decision.allowed  # accepting an invite or re-joining adds nobody
+        else:
+            assert decision.allowed is (members + adding <= tier.max_group_size)
+        if not decision.allowed:
+            assert decision.reason_code == GROUP_SIZE_CAP
+            assert (decision.facts["limit"], decision.facts["usage"]) == (tier.max_group_size, members)
+            assert decision.facts["tier"] == tier.name  # the owner's tier
+
+
+def test_group_size_examples() -> None:
+    standard = DEFAULT_TIERS[1]  # max_group_size 500
+    assert decide_group_size(standard, 499, 1).allowed  # the 500th member
+    assert decide_group_size(standard, 500, 1).reason_code == GROUP_SIZE_CAP
+    assert decide_group_size(standard, 1, 499).allowed  # a creation inviting 499
+    assert decide_group_size(standard, 1, 500).reason_code == GROUP_SIZE_CAP
+    assert decide_group_size(standard, 900, 0).allowed  # over a lowered cap, nobody added
+
+
+def test_invite_and_manage_follow_the_tiers_rights() -> None:
+    allowed = DEFAULT_TIERS[0]
+    barred = Tier("barred", 0, 1, 1, 1, False, False, False, MessageRate(1.0, 1), False)
+    assert decide_invite(Standing(100, allowed)).allowed
+    refused = decide_invite(Standing(50, barred))
+    assert (refused.reason_code, refused.facts) == (MAY_NOT_INVITE, {"tier": "barred", "score": 50})
+    assert decide_manage(allowed, "@a:hs").allowed
+    refused = decide_manage(barred, "@a:hs")
+    assert (refused.reason_code, refused.facts) == (MAY_NOT_MANAGE, {"tier": "barred", "subject": "@a:hs"})
