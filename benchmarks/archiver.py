@@ -52,9 +52,9 @@ def _columns(db: DatabaseChoice, table: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def _seed(workdir: Path, db: DatabaseChoice) -> str:
+def _seed(workdir: Path, db: DatabaseChoice, config: dict[str, Any]) -> str:
     """A group with one archived message; returns that message's event id."""
-    with running_homeserver(workdir, db, MODULE_CONFIG) as hs:
+    with running_homeserver(workdir, db, config) as hs:
         admin = hs.register(admin=True)
         user: MatrixClient = hs.register()
         r = user.create_room(name="backlog", preset="private_chat")
@@ -105,11 +105,14 @@ def _archived(db: DatabaseChoice) -> int:
     return int(_sql(db, "SELECT COUNT(*) FROM compliance_archive")[0][0])
 
 
-def run(events: int) -> dict[str, Any]:
+def run(events: int, batch_size: int | None = None) -> dict[str, Any]:
     """Seed, write the backlog, restart, and time the catch-up."""
+    config = dict(MODULE_CONFIG)
+    if batch_size is not None:
+        config["archive"] = {"batch_size": batch_size}
     with tempfile.TemporaryDirectory(prefix="bench-archiver-") as tmp, database_for("postgresql") as db:
         workdir = Path(tmp)
-        template = _seed(workdir, db)
+        template = _seed(workdir, db, config)
         before = _archived(db)
         t0 = time.perf_counter()
         _write_backlog(db, template, events)
@@ -117,7 +120,7 @@ def run(events: int) -> dict[str, Any]:
         target = before + events
         started = time.perf_counter()
         samples: list[tuple[float, int]] = []
-        with running_homeserver(workdir, db, MODULE_CONFIG):
+        with running_homeserver(workdir, db, config):
             healthy_s = time.perf_counter() - started
             while True:
                 count = _archived(db)
@@ -133,6 +136,7 @@ def run(events: int) -> dict[str, Any]:
         rate = (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else float("inf")
         return {
             "events": events,
+            "batch_size": batch_size,
             "backlog_write_s": backlog_s,
             "startup_to_healthy_s": healthy_s,
             "startup_to_caught_up_s": last[0],
@@ -145,13 +149,14 @@ def run(events: int) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.archiver", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="backlog size (default 100000)")
+    parser.add_argument("--batch-size", type=int, help="archive.batch_size (default: the module's)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
     reason = unavailable_reason()
     if reason is not None:
         print(f"archiver benchmark needs PostgreSQL: {reason}", file=sys.stderr)
         return 2
-    result = run(args.events)
+    result = run(args.events, args.batch_size)
     print(
         f"archiver catch-up, PostgreSQL: {result['events']} events in "
         f"{result['startup_to_caught_up_s']:.1f} s from start-up "

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 TICK_MS = 100
 BATCH = 500
 RETRY_AFTER_MS = 5_000
+# Passes that handled no event write the cursor at most this often: re-reading a stretch of
+# messages after a restart costs one query, a write per pass during a message flood does not.
+PERSIST_EVERY_MS = 5_000
 
 
 class RoomWatcher(Protocol):
@@ -60,6 +63,8 @@ class RoomWatch:
         self._pending = True  # start with one pass: events may have arrived while stopped
         self._running = False
         self._retry_at = 0
+        self._position: int | None = None  # the cursor as last read or written here
+        self._persisted_at = 0
 
     def start(self) -> None:
         """Start ticking, on the instance that runs background tasks."""
@@ -91,9 +96,10 @@ class RoomWatch:
         handled = 0
         try:
             upto = persisted_upto(self._api)
-            position = await self._store.cursor(start_at=upto)
-            while position < upto:
-                events = await self._store.read(position, upto, BATCH)
+            if self._position is None:
+                self._position = await self._store.cursor(start_at=upto)
+            while self._position < upto:
+                events = await self._store.read(self._position, upto, BATCH)
                 end = events[-1].stream_ordering if len(events) == BATCH else upto
                 for event in events:
                     try:
@@ -106,14 +112,21 @@ class RoomWatch:
                         )
                         self._pending = True
                         self._retry_at = self._api.get_current_time_msec() + RETRY_AFTER_MS
-                        await self._store.advance(event.stream_ordering - 1)
+                        await self._persist(event.stream_ordering - 1)
                         return handled
                     handled += 1
-                await self._store.advance(end)
-                position = end
+                if events or self._api.get_current_time_msec() - self._persisted_at >= PERSIST_EVERY_MS:
+                    await self._persist(end)
+                else:
+                    self._position = end
         finally:
             self._running = False
         return handled
+
+    async def _persist(self, position: int) -> None:
+        await self._store.advance(position)
+        self._position = position
+        self._persisted_at = self._api.get_current_time_msec()
 
     async def _handle(self, event: RoomEvent) -> None:
         for watcher in self._watchers:

@@ -18,7 +18,7 @@ def test_defaults() -> None:
     config = parse_config({})
     assert config.retention == RetentionConfig(min_days=184, max_days=None)
     assert config.archive == ArchiveConfig(
-        batch_size=500, connection_records=True, connections_interval_ms=3_600_000
+        batch_size=2000, connection_records=True, connections_interval_ms=3_600_000
     )
     assert MIN_RETENTION_DAYS == 184
 
