@@ -13,7 +13,6 @@ No Synapse imports (the CLI must start fast and work without the homeserver runn
 
 import argparse
 import getpass
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from synapse_compliance.storage.archive_export import (
     plan_export,
     read_page,
 )
+from synapse_compliance.storage.audit_store import AuditEntry, audit_statement
 from synapse_compliance.storage.key_rotation import Database
 
 _OPTIONS = {"room_id": "--room", "user_id": "--user", "from": "--from", "to": "--to"}
@@ -110,20 +110,11 @@ def _query(db: Database) -> Callable[[str, tuple[object, ...]], list[tuple[Any, 
     return query
 
 
-def _audit(db: Database, action: str, details: object, *, plan: ExportPlan, actor: str, reason: str) -> None:
-    # The row shape of `audit_store.append_audit_txn`, which needs a Synapse transaction.
-    db.execute(
-        "INSERT INTO compliance_audit_log (ts, actor, action, target, reason, details)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            int(time.time() * 1000),
-            actor,
-            action,
-            plan.audit_target,
-            reason,
-            json.dumps(details, sort_keys=True),
-        ),
-    )
+def _audit(
+    db: Database, action: str, details: dict[str, object], *, plan: ExportPlan, actor: str, reason: str
+) -> None:
+    entry = AuditEntry(actor, action, plan.audit_target, reason, details)
+    db.execute(*audit_statement(entry, int(time.time() * 1000)))
 
 
 def _start(db: Database, filters: ExportFilters, fmt: str, actor: str, reason: str) -> ExportPlan:

@@ -36,9 +36,10 @@ class AuditRecord:
     entry: AuditEntry
 
 
-def append_audit_txn(txn: "LoggingTransaction", entry: AuditEntry, now_ms: int) -> None:
-    """Append `entry` inside the caller's transaction."""
-    txn.execute(
+def audit_statement(entry: AuditEntry, now_ms: int) -> tuple[str, tuple[object, ...]]:
+    """The statement (`?` placeholders) that appends `entry`: for Synapse's transactions and
+    for the CLI's own connection alike."""
+    return (
         "INSERT INTO compliance_audit_log (ts, actor, action, target, reason, details)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         (
@@ -50,6 +51,11 @@ def append_audit_txn(txn: "LoggingTransaction", entry: AuditEntry, now_ms: int) 
             json.dumps(dict(entry.details), sort_keys=True),
         ),
     )
+
+
+def append_audit_txn(txn: "LoggingTransaction", entry: AuditEntry, now_ms: int) -> None:
+    """Append `entry` inside the caller's transaction."""
+    txn.execute(*audit_statement(entry, now_ms))
 
 
 @attrs.frozen

@@ -42,6 +42,7 @@ from synapse_compliance.core.credit_recount import (
     wanted_rows,
 )
 from synapse_compliance.core.groups import KIND_GROUP, DirectChats
+from synapse_compliance.storage.audit_store import AuditEntry, audit_statement
 
 RECOUNT_ACTION = "credit.recount"
 ROOM_BATCH = 200
@@ -236,12 +237,8 @@ def apply_changes(q: Sql, changes: Sequence[RowChange], now_ms: int) -> dict[str
 
 
 def append_audit(q: Sql, actor: str, reason: str, details: Mapping[str, object], now_ms: int) -> None:
-    """The recount's audit entry (the row shape of `audit_store.append_audit_txn`)."""
-    q.run(
-        "INSERT INTO compliance_audit_log (ts, actor, action, target, reason, details)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (now_ms, actor, RECOUNT_ACTION, None, reason, json.dumps(dict(details), sort_keys=True)),
-    )
+    """The recount's audit entry."""
+    q.run(*audit_statement(AuditEntry(actor, RECOUNT_ACTION, None, reason, details), now_ms))
 
 
 # --- the driver -----------------------------------------------------------------------------------

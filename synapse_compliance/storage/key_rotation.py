@@ -20,7 +20,6 @@ so an attestation made by Synapse during the run is never overwritten with older
 No Synapse imports: this is plain DB-API with `?` placeholders rewritten for psycopg2.
 """
 
-import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ import attrs
 
 from synapse_compliance.core.personal_data import PersonalData
 from synapse_compliance.crypto import Keyring, PiiCryptoError, SealedRecord
+from synapse_compliance.storage.audit_store import AuditEntry, audit_statement
 from synapse_compliance.storage.sealed_rows import decode_bytes, encode_bytes
 
 ROTATE_ACTION = "identity.rotate_key"
@@ -211,20 +211,9 @@ def rotate_batch(db: Database, keyring: Keyring, old_key_id: str, batch_size: in
 
 
 def _append_audit(db: Database, old_key_id: str, new_key_id: str, records: int, now_ms: int) -> None:
-    # The same row shape as `audit_store.append_audit_txn` (which needs a Synapse transaction).
     details = {"from_key_id": old_key_id, "to_key_id": new_key_id, "records": records}
-    db.execute(
-        "INSERT INTO compliance_audit_log (ts, actor, action, target, reason, details)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            now_ms,
-            ROTATE_ACTOR,
-            ROTATE_ACTION,
-            None,
-            f"re-seal identity records under PII key {new_key_id}",
-            json.dumps(details, sort_keys=True),
-        ),
-    )
+    reason = f"re-seal identity records under PII key {new_key_id}"
+    db.execute(*audit_statement(AuditEntry(ROTATE_ACTOR, ROTATE_ACTION, None, reason, details), now_ms))
 
 
 def rotate_all(

@@ -6,33 +6,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import database
+from tests.harness.cli import REPO, run_cli
 from tests.harness.client import MatrixClient, q
-from tests.harness.homeserver import DatabaseChoice, Homeserver, running_homeserver
-from tests.harness.sql import server_sql
+from tests.harness.homeserver import running_homeserver
+from tests.harness.sql import ServerWithDatabase
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-class ArchiveServer:
+class ArchiveServer(ServerWithDatabase):
     """A running server, an admin on it, and direct (test-only) access to its database."""
-
-    def __init__(self, hs: Homeserver, db: DatabaseChoice) -> None:
-        self.hs = hs
-        self.db = db
-        self.admin = hs.register(admin=True)
-
-    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement on the server's database (`?` placeholders); return its rows."""
-        return server_sql(self.hs, query, args)
 
     def run(self) -> int:
         """POST admin/archive/run; the number of rows archived."""
@@ -341,15 +330,7 @@ def test_every_chain_holds(archive: ArchiveServer) -> None:
 
 def cli_verify(archive: ArchiveServer, *extra: str) -> subprocess.CompletedProcess[str]:
     """`synapse-compliance verify` on the server's homeserver.yaml, as an operator runs it."""
-    config = archive.hs.workdir / "homeserver.yaml"
-    return subprocess.run(
-        [sys.executable, "-m", "synapse_compliance.cli", "verify", "-c", str(config), *extra],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        cwd=REPO,
-    )
+    return run_cli("verify", archive.hs.workdir / "homeserver.yaml", *extra)
 
 
 def test_the_cli_verifies_the_same_chains(archive: ArchiveServer) -> None:

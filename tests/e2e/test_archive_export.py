@@ -8,7 +8,6 @@ import io
 import json
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,12 +21,12 @@ from synapse_compliance.core.archive_chain import GENESIS, ChainedFields, append
 from synapse_compliance.storage.archive_export import COLUMNS, PAGE_ROWS
 from tests.e2e.conftest import database
 from tests.e2e.test_archive import ArchiveServer, send
+from tests.harness.cli import run_cli
 from tests.harness.client import MatrixClient, q
 from tests.harness.homeserver import running_homeserver
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 EXPORT = "admin/archive/events"
 Splitter = Callable[[bytes], tuple[list[Any], dict[str, Any], bytes]]
 
@@ -355,15 +354,7 @@ def test_a_client_leaving_mid_export_leaves_the_server_fine(
 
 def cli(archive: ArchiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     """`synapse-compliance export -c homeserver.yaml ARGS`, as an operator runs it."""
-    config = archive.hs.workdir / "homeserver.yaml"
-    return subprocess.run(
-        [sys.executable, "-m", "synapse_compliance.cli", "export", "-c", str(config), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        cwd=REPO,
-    )
+    return run_cli("export", archive.hs.workdir / "homeserver.yaml", *args)
 
 
 def test_the_cli_exports_what_http_exports(

@@ -15,8 +15,8 @@ import pytest
 
 from tests.e2e.conftest import ServerFactory, database
 from tests.harness.client import COMPLIANCE, MatrixClient, q
-from tests.harness.homeserver import DatabaseChoice, Homeserver, running_homeserver
-from tests.harness.sql import server_sql
+from tests.harness.homeserver import running_homeserver
+from tests.harness.sql import ServerWithDatabase
 
 pytestmark = pytest.mark.e2e
 
@@ -26,17 +26,8 @@ UA_DESKTOP = "ComplianceTestDesktop/2.3 (X11; Linux x86_64)"
 POLL_TIMEOUT_S = 60.0
 
 
-class ConnectionsServer:
+class ConnectionsServer(ServerWithDatabase):
     """A running server, an admin on it, and direct (test-only) access to its database."""
-
-    def __init__(self, hs: Homeserver, db: DatabaseChoice) -> None:
-        self.hs = hs
-        self.db = db
-        self.admin = hs.register(admin=True)
-
-    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement on the server's database (`?` placeholders); return its rows."""
-        return server_sql(self.hs, query, args)
 
     def synapse_rows(self, user_id: str) -> set[tuple[Any, ...]]:
         """(device_id, ip, user_agent, last_seen) of the user's rows in Synapse's user_ips."""

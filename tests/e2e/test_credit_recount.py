@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import database
+from tests.harness.cli import run_cli
 from tests.harness.client import MatrixClient, q
 from tests.harness.homeserver import Homeserver, running_homeserver
 from tests.harness.sql import server_sql
@@ -160,14 +161,7 @@ def test_a_corrupted_table_is_repaired_over_http(world: World) -> None:
 def test_a_corrupted_table_is_repaired_by_the_cli_while_synapse_runs(world: World) -> None:
     w = world
     corrupt(w)
-    config = w.hs.workdir / "homeserver.yaml"
-    result = subprocess.run(
-        [sys.executable, "-m", "synapse_compliance.cli", "recount", "-c", str(config), "--reason", "nightly"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    result = run_cli("recount", w.hs.workdir / "homeserver.yaml", "--reason", "nightly")
     assert result.returncode == 0, result
     assert "rows added 1, ended 2, restored 1, reassigned 1" in result.stdout, result.stdout
     assert groups_created(w, w.alice.user_id) == 3

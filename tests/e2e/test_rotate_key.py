@@ -6,7 +6,6 @@ under key2; Synapse restarts with key2 alone and still reveals everything.
 """
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,16 @@ import yaml
 
 from synapse_compliance.keys import write_pii_key
 from tests.e2e.conftest import database
+from tests.harness.cli import run_cli
 from tests.harness.client import MatrixClient, q
 from tests.harness.homeserver import Homeserver, running_homeserver
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def rotate_key(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run the CLI as an operator would."""
-    return subprocess.run(
-        [sys.executable, "-m", "synapse_compliance.cli", "rotate-key", "-c", str(config), *extra],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        cwd=REPO,
-    )
+    return run_cli("rotate-key", config, *extra)
 
 
 def with_identity(hs_yaml: Path, target: Path, identity: dict[str, Any]) -> Path:

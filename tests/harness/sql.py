@@ -6,7 +6,7 @@ from typing import Any
 import psycopg2
 import yaml
 
-from tests.harness.homeserver import Homeserver
+from tests.harness.homeserver import DatabaseChoice, Homeserver
 
 
 def server_sql(hs: Homeserver, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -26,3 +26,16 @@ def server_sql(hs: Homeserver, statement: str, args: tuple[Any, ...] = ()) -> li
         return [tuple(r) for r in rows]
     finally:
         conn.close()
+
+
+class ServerWithDatabase:
+    """A running server, an admin on it, and direct (test-only) access to its database."""
+
+    def __init__(self, hs: Homeserver, db: DatabaseChoice) -> None:
+        self.hs = hs
+        self.db = db
+        self.admin = hs.register(admin=True)
+
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on the server's database (`?` placeholders); return its rows."""
+        return server_sql(self.hs, query, args)
