@@ -43,6 +43,7 @@ from synapse_compliance.storage.hold_store import HoldStore
 from synapse_compliance.storage.identity_record_store import IdentityRecordStore
 from synapse_compliance.storage.identity_store import IdentityStore
 from synapse_compliance.storage.notice_store import NoticeStore
+from synapse_compliance.storage.partition_prune import PartitionPruneStore
 from synapse_compliance.storage.prune_store import PruneStore
 from synapse_compliance.storage.room_events import RoomEventStore
 from synapse_compliance.storage.room_store import RoomStore
@@ -177,7 +178,10 @@ class ComplianceModule:
     def _retention(self, config: ComplianceConfig) -> RetentionEndpoints:
         """Legal holds and the pruner (its loop is started here; it waits for the schema)."""
         self.hold_store = HoldStore(self._api, self.schema)
-        pruner = Pruner(self._api, config.retention, self.schema, PruneStore(self._api, self.schema))
+        partitions = PartitionPruneStore(self._api, self.schema)
+        pruner = Pruner(
+            self._api, config.retention, self.schema, PruneStore(self._api, self.schema), partitions
+        )
         pruner.start()
         return RetentionEndpoints(self._api, config.retention, self.hold_store, pruner)
 

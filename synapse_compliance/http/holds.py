@@ -191,6 +191,8 @@ class RetentionEndpoints:
             "pruned_rows": result.rows,
             "rooms": result.rooms,
             "refused_rooms": [{"room_id": room, "reason": why} for room, why in result.refused_rooms],
+            "dropped_partitions": list(result.dropped_partitions),
+            "kept_partitions": [{"partition": name, "reason": why} for name, why in result.kept_partitions],
         }
 
     async def status(self, ready: bool) -> JsonDict:

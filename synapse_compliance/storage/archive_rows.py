@@ -85,17 +85,22 @@ def anchor_lookup(query: Query) -> Callable[[str], ChainAnchor | None]:
 
 def read_rows_page(query: Query, room_id: str, after_id: int, upto_id: int, limit: int) -> list[ChainedRow]:
     """A room's rows with `after_id < id <= upto_id`, in id order, at most `limit`."""
-    return [_chained_row(r) for r in query(_ROWS_PAGE_SQL, (room_id, after_id, upto_id, limit))]
+    return [chained_row(r) for r in query(_ROWS_PAGE_SQL, (room_id, after_id, upto_id, limit))]
 
 
+# The columns `chained_row` reads, in its order.
+ROW_COLUMNS = (
+    "id, room_id, event_id, stream_ordering, sender, type, state_key, origin_server_ts,"
+    " archived_ts, event_json, prev_hash, chain_hash"
+)
 _ROWS_PAGE_SQL = (
-    "SELECT id, room_id, event_id, stream_ordering, sender, type, state_key, origin_server_ts,"
-    " archived_ts, event_json, prev_hash, chain_hash FROM compliance_archive"
+    f"SELECT {ROW_COLUMNS} FROM compliance_archive"  # noqa: S608 (constant)
     " WHERE room_id = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?"
 )
 
 
-def _chained_row(r: Sequence[Any]) -> ChainedRow:
+def chained_row(r: Sequence[Any]) -> ChainedRow:
+    """A row selected as `ROW_COLUMNS`."""
     return ChainedRow(
         id=int(r[0]),
         fields=ChainedFields(

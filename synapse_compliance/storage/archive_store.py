@@ -6,7 +6,9 @@ checked against Synapse 1.163.2; the e2e tests fail loudly if an upgrade changes
 
 `append` writes a batch of rows, the chain heads of their rooms and the cursor in one
 transaction, after checking that the cursor is still where the batch was read from. A crash or a
-retry therefore never duplicates or skips a row, and `event_id` is unique besides.
+retry therefore never duplicates or skips a row, and `event_id` is unique besides (within each
+month partition on PostgreSQL, storage/archive_partitions.py, whose keeper makes sure the
+batch's month has one).
 """
 
 import json
@@ -22,6 +24,7 @@ from synapse_compliance.core.archive_chain import (
     ChainedRow,
     append,
 )
+from synapse_compliance.storage.archive_partitions import PartitionKeeper
 from synapse_compliance.storage.archive_rows import Query, StoredHead, read_heads, read_rows_page
 from synapse_compliance.storage.schema import SchemaManager
 
@@ -94,6 +97,7 @@ class ArchiveStore:
     def __init__(self, api: ModuleApi, schema: SchemaManager) -> None:
         self._api = api
         self._schema = schema
+        self._partitions = PartitionKeeper()
 
     async def cursor(self, name: str = FORWARD) -> int:
         """Where the archiver's cursor `name` stands."""
@@ -126,7 +130,13 @@ class ArchiveStore:
         """
         await self._schema.ready()
         batch = Batch(name, expected, position, events, archived_ts)
-        return await self._api.run_db_interaction("compliance_archive_append", _append_txn, batch)
+        try:
+            return await self._api.run_db_interaction(
+                "compliance_archive_append", _append_txn, batch, self._partitions
+            )
+        except Exception:
+            self._partitions.forget()  # e.g. the pruner dropped a partition it remembered
+            raise
 
     async def counts(self) -> ArchiveCounts:
         """Rows archived, both cursors and the oldest row's archive time."""
@@ -230,10 +240,12 @@ def _load_heads(txn: LoggingTransaction, room_ids: Sequence[str]) -> dict[str, t
     return heads
 
 
-def _append_txn(txn: LoggingTransaction, batch: Batch) -> int:
+def _append_txn(txn: LoggingTransaction, batch: Batch, partitions: PartitionKeeper) -> int:
     if _cursor_txn(txn, batch.cursor) != batch.expected:
         raise CursorMoved(batch.cursor)
     archived_ts = batch.archived_ts
+    if batch.events:
+        partitions.ensure_txn(txn, archived_ts)
     done = _already_archived(txn, [e.event_id for e in batch.events])
     new = [e for e in batch.events if e.event_id not in done]
     rooms = sorted({e.room_id for e in new})

@@ -199,6 +199,14 @@ def room_held_txn(txn: LoggingTransaction, room_id: str) -> bool:
     return txn.fetchone() is not None
 
 
+def held_room_ids_txn(txn: LoggingTransaction) -> frozenset[str]:
+    """Every room an active hold keeps, inside the caller's transaction."""
+    txn.execute(
+        "SELECT room_id FROM compliance_legal_holds WHERE room_id IS NOT NULL AND released_ts IS NULL"
+    )
+    return frozenset(str(r[0]) for r in txn.fetchall())
+
+
 def held_user_ids_txn(txn: LoggingTransaction) -> frozenset[str]:
     """Every user an active hold keeps, inside the caller's transaction (also for connection records)."""
     txn.execute(

@@ -8,18 +8,22 @@ runs against a half-made schema.
 
 Delta files use `?`-free plain SQL, one statement per `;`, and must be re-runnable
 (`IF NOT EXISTS`), because SQLite commits DDL statement by statement. The token `$ID_PK$` becomes
-an auto-incrementing 64-bit primary key on either engine.
+an auto-incrementing 64-bit primary key on either engine. A change plain SQL cannot say (one
+that depends on what the database holds) is a *code delta*: a function in `CODE_DELTAS`, run in
+the same kind of transaction, which must likewise do nothing when it has been done already.
 """
 
 import importlib.resources
 import logging
 import re
+from collections.abc import Callable
 
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi
 from synapse.module_api.errors import SynapseError
 
 from synapse_compliance._synapse_private import is_postgres
+from synapse_compliance.storage.archive_partitions import partition_archive_txn
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +39,22 @@ _ID_PK = {
 }
 
 
+CodeDelta = Callable[[LoggingTransaction, int], None]  # (txn, now_ms)
+
+# Deltas written in Python, by version; their numbers share one sequence with the files'.
+CODE_DELTAS: dict[int, tuple[str, CodeDelta]] = {
+    16: ("archive_partitions", partition_archive_txn),  # month partitions on PostgreSQL
+}
+
+
 @attrs.frozen
 class Delta:
-    """One numbered schema change."""
+    """One numbered schema change: SQL statements, or a function (`code`)."""
 
     version: int
     name: str
     sql: str
+    code: CodeDelta | None = None
 
     def statements(self, engine: str) -> list[str]:
         """The delta's statements for `engine` ("sqlite" or "postgres"), comments removed."""
@@ -68,6 +81,10 @@ def load_deltas() -> list[Delta]:
         if version in deltas:
             raise RuntimeError(f"two schema deltas have version {version}")
         deltas[version] = Delta(version, match.group(2), entry.read_text(encoding="utf-8"))
+    for version, (name, code) in CODE_DELTAS.items():
+        if version in deltas:
+            raise RuntimeError(f"two schema deltas have version {version}")
+        deltas[version] = Delta(version, name, "", code)
     return [deltas[v] for v in sorted(deltas)]
 
 
@@ -166,6 +183,8 @@ class SchemaManager:
         engine = "postgres" if is_postgres(txn) else "sqlite"
         for statement in delta.statements(engine):
             txn.execute(statement)
+        if delta.code is not None:
+            delta.code(txn, self._api.get_current_time_msec())
         txn.execute(
             "INSERT INTO compliance_schema_version (version, name, applied_ts) VALUES (?, ?, ?)",
             (delta.version, delta.name, self._api.get_current_time_msec()),

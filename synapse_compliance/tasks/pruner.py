@@ -3,19 +3,30 @@
 Only when `retention.max_days` is set, and only on the instance that runs background tasks: a
 loop every `retention.prune_interval` (default 1d), and `POST admin/archive/prune` on demand.
 A pass computes one cutoff (`core.retention.prune_cutoff`, which refuses anything that would
-reach rows younger than `min_days`), pages through the rooms with a head, and prunes each room
-whose first row is past the cutoff in batches of `retention.prune_batch_size` rows, one
-transaction (with its anchor and audit entry) per batch. Passes never overlap: an on-demand pass
+reach rows younger than `min_days`). On SQLite it pages through the rooms with a head, and
+prunes each room whose first row is past the cutoff in batches of `retention.prune_batch_size`
+rows, one transaction (with its anchor and audit entry) per batch. On PostgreSQL, where the
+archive is partitioned by month (core/partitions.py), it drops each month whose every row is
+past the cutoff whole (storage/partition_prune.py); a month that cannot go whole (a hold keeps
+a row of it, say) is pruned row by row as above, up to its end. So on PostgreSQL a row goes
+when its month is past `max_days`: up to a month after it is itself. Passes never overlap: an on-demand pass
 waits for the running one to end, then runs.
 """
 
 import logging
+from collections.abc import Iterable
 
 import attrs
 from synapse.module_api import ModuleApi
 
 from synapse_compliance.config import RetentionConfig
 from synapse_compliance.core.retention import RetentionPolicy, prune_cutoff
+from synapse_compliance.storage.partition_prune import (
+    LOCKED,
+    DropRequest,
+    PartitionOutcome,
+    PartitionPruneStore,
+)
 from synapse_compliance.storage.prune_store import PruneRequest, PruneStore
 from synapse_compliance.storage.schema import SchemaManager
 
@@ -32,15 +43,20 @@ class PruneResult:
 
     Attributes:
         cutoff_ts: rows archived before this were due (None: pruning is off).
-        rows: rows deleted.
+        rows: rows deleted (by the row and with dropped partitions).
         rooms: rooms that lost rows.
         refused_rooms: rooms left alone because their chain is broken (room id, reason).
+        dropped_partitions: on PostgreSQL, the month partitions dropped whole.
+        kept_partitions: on PostgreSQL, expired months that could not go whole, and why
+            (`storage.partition_prune`); their unheld rows were pruned row by row.
     """
 
     cutoff_ts: int | None
     rows: int = 0
     rooms: int = 0
     refused_rooms: tuple[tuple[str, str], ...] = ()
+    dropped_partitions: tuple[str, ...] = ()  # PostgreSQL: months that went whole
+    kept_partitions: tuple[tuple[str, str], ...] = ()  # expired months kept (name, why)
 
 
 class PruningOff(Exception):
@@ -51,13 +67,19 @@ class Pruner:
     """Runs pruner passes: from the loop and on demand."""
 
     def __init__(
-        self, api: ModuleApi, retention: RetentionConfig, schema: SchemaManager, store: PruneStore
+        self,
+        api: ModuleApi,
+        retention: RetentionConfig,
+        schema: SchemaManager,
+        store: PruneStore,
+        partitions: PartitionPruneStore,
     ) -> None:
         self._api = api
         self._config = retention
         self._policy = RetentionPolicy(retention.min_days, retention.max_days)
         self._schema = schema
         self._store = store
+        self._partitions = partitions
         self._running = False
 
     @property
@@ -106,31 +128,103 @@ class Pruner:
     async def _pass(self, actor: str, reason: str) -> PruneResult:
         cutoff = prune_cutoff(self._policy, self._api.get_current_time_msec())
         assert cutoff is not None  # `enabled` was checked
-        rows = rooms = 0
-        refused: list[tuple[str, str]] = []
-        after: str | None = ""
-        while after is not None:
-            due, after = await self._store.candidate_rooms(after, cutoff, _ROOMS_PAGE)
-            for room_id in due:
-                request = PruneRequest(room_id, cutoff, self._config.prune_batch_size, actor, reason)
-                room_rows = 0
-                while True:
-                    batch = await self._store.prune_batch(request)
-                    room_rows += batch.rows
-                    if batch.refused is not None:
-                        logger.error(
-                            "not pruning room %s: its archive chain is broken (%s); run verify",
-                            room_id,
-                            batch.refused,
-                        )
-                        refused.append((room_id, batch.refused))
-                    if not batch.more:
-                        break
-                if room_rows:
-                    rows += room_rows
-                    rooms += 1
-        if rows or refused:
+        tally = _Tally(actor, reason)
+        if await self._partitions.partitioned():
+            await self._partitions_pass(cutoff, tally)
+        else:
+            after: str | None = ""
+            while after is not None:
+                due, after = await self._store.candidate_rooms(after, cutoff, _ROOMS_PAGE)
+                for room_id in due:
+                    await self._prune_room(room_id, cutoff, tally)
+        if tally.rows or tally.refused or tally.kept:
             logger.info(
-                "pruned %d archive row(s) in %d room(s); %d room(s) refused", rows, rooms, len(refused)
+                "pruned %d archive row(s) in %d room(s), %d partition(s) dropped, %d kept;"
+                " %d room(s) refused",
+                tally.rows,
+                len(tally.rooms),
+                len(tally.dropped),
+                len(tally.kept),
+                len(tally.refused),
             )
-        return PruneResult(cutoff, rows, rooms, tuple(refused))
+        return tally.result(cutoff)
+
+    async def _partitions_pass(self, cutoff: int, tally: "_Tally") -> None:
+        """PostgreSQL: drop each expired month that may go whole; prune the others row by row.
+
+        Oldest first, so a month whose rows went row by row can let the next one go whole. A
+        kept month's rows are pruned up to its own end, never into a month not yet expired:
+        those wait to go whole.
+        """
+        for partition in await self._partitions.expired(cutoff):
+            outcome = await self._partitions.check(partition)
+            if outcome.kept is None:
+                request = DropRequest(partition, cutoff, tally.actor, tally.reason)
+                outcome = await self._partitions.drop(request, outcome.spans)
+            if outcome.dropped:
+                tally.add_drop(outcome)
+                continue
+            assert outcome.kept is not None and partition.upper is not None  # expired: bounded
+            tally.kept.append((partition.name, outcome.kept))
+            tally.refuse(outcome.refused)
+            if outcome.kept == LOCKED:
+                logger.warning(
+                    "could not drop archive partition %s: its lock was not granted (a long export"
+                    " or verify is reading the archive); the next pass tries again",
+                    partition.name,
+                )
+                continue
+            for room_id in await self._partitions.rooms_in(partition):
+                if room_id not in tally.refused_rooms:
+                    await self._prune_room(room_id, partition.upper, tally)
+
+    async def _prune_room(self, room_id: str, cutoff: int, tally: "_Tally") -> None:
+        """Prune one room's rows archived before `cutoff`, batch by batch."""
+        request = PruneRequest(room_id, cutoff, self._config.prune_batch_size, tally.actor, tally.reason)
+        while True:
+            batch = await self._store.prune_batch(request)
+            tally.add_rows(room_id, batch.rows)
+            if batch.refused is not None:
+                tally.refuse(((room_id, batch.refused),))
+            if not batch.more:
+                break
+
+
+@attrs.define
+class _Tally:
+    """What a pass has done so far."""
+
+    actor: str
+    reason: str
+    rows: int = 0
+    rooms: set[str] = attrs.Factory(set)
+    refused: list[tuple[str, str]] = attrs.Factory(list)
+    dropped: list[str] = attrs.Factory(list)
+    kept: list[tuple[str, str]] = attrs.Factory(list)
+
+    @property
+    def refused_rooms(self) -> set[str]:
+        return {room for room, _ in self.refused}
+
+    def add_rows(self, room_id: str, rows: int) -> None:
+        if rows:
+            self.rows += rows
+            self.rooms.add(room_id)
+
+    def add_drop(self, outcome: PartitionOutcome) -> None:
+        self.dropped.append(outcome.partition.name)
+        for span in outcome.spans:
+            self.add_rows(span.room_id, span.rows)
+
+    def refuse(self, rooms: Iterable[tuple[str, str]]) -> None:
+        for room_id, why in rooms:
+            if room_id not in self.refused_rooms:
+                logger.error(
+                    "not pruning room %s: its archive chain is broken (%s); run verify", room_id, why
+                )
+                self.refused.append((room_id, why))
+
+    def result(self, cutoff: int) -> PruneResult:
+        return PruneResult(
+            cutoff, self.rows, len(self.rooms), tuple(self.refused), tuple(self.dropped), tuple(self.kept)
+        )
