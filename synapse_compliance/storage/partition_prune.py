@@ -16,8 +16,10 @@ pruner refuses it). `drop` then, in one transaction, re-reads the holds and each
 count, last id, last hash and anchor, and finds them as the walk did; moves every room's
 anchor to its last row in the partition; writes an `archive.prune` audit entry per room and an
 `archive.prune_partition` entry for the partition; and detaches and drops it. DETACH needs the
-archive's ACCESS EXCLUSIVE lock: the transaction waits for it at most `LOCK_TIMEOUT_MS` (a long
-export holds a lock that conflicts), and a partition it could not get is left for the next pass.
+archive's ACCESS EXCLUSIVE lock: each of Synapse's (up to five) attempts at the transaction waits
+for it at most `LOCK_TIMEOUT_MS` (a long export holds a lock that conflicts; the archiver's
+inserts queue behind the wait), and a partition whose lock was not granted is left for the next
+pass.
 """
 
 from collections.abc import Iterable, Sequence
@@ -45,7 +47,7 @@ from synapse_compliance.storage.prune_store import PRUNE_ACTION
 from synapse_compliance.storage.schema import SchemaManager
 
 PARTITION_ACTION = "archive.prune_partition"
-LOCK_TIMEOUT_MS = 2_000
+LOCK_TIMEOUT_MS = 1_000
 WALK_PAGE = 2_000  # rows read per walk transaction
 
 # Why a partition was kept (`PartitionOutcome.kept`).

@@ -167,13 +167,13 @@ class Pruner:
             assert outcome.kept is not None and partition.upper is not None  # expired: bounded
             tally.kept.append((partition.name, outcome.kept))
             tally.refuse(outcome.refused)
-            if outcome.kept == LOCKED:
+            if outcome.kept == LOCKED:  # the lock will not come soon: try again next pass
                 logger.warning(
                     "could not drop archive partition %s: its lock was not granted (a long export"
                     " or verify is reading the archive); the next pass tries again",
                     partition.name,
                 )
-                continue
+                break
             for room_id in await self._partitions.rooms_in(partition):
                 if room_id not in tally.refused_rooms:
                     await self._prune_room(room_id, partition.upper, tally)

@@ -141,7 +141,7 @@ def hold_audit(admin: MatrixClient, target: str) -> list[dict[str, Any]]:
     return [e for e in entries if e["action"].startswith("hold.")]
 
 
-def _group_with(owner: MatrixClient, guest: MatrixClient, name: str) -> str:
+def group_with(owner: MatrixClient, guest: MatrixClient, name: str) -> str:
     room_id = owner.create_group(name)
     assert owner.invite(room_id, guest.user_id).status_code == 200
     assert guest.join(room_id).status_code == 200
@@ -157,8 +157,8 @@ def retention(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             past = ArchiveServer(hs, db)
             owner, carol, dave = past.member(), past.member(), past.member()
             rooms = {name: owner.create_group(name) for name in ("unheld", "room_held", "fully_old")}
-            rooms["user_held"] = _group_with(owner, carol, "user_held")
-            rooms["released"] = _group_with(owner, dave, "released")
+            rooms["user_held"] = group_with(owner, carol, "user_held")
+            rooms["released"] = group_with(owner, dave, "released")
             for name, room_id in rooms.items():
                 for n in range(3):
                     send(owner, room_id, f"{name}: old message {n}")
