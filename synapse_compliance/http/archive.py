@@ -9,12 +9,14 @@ admin/archive/verify` only reads. Both need the instance that runs background ta
 background-tasks instance; `verify` also checks the latest checkpoints when they are on.
 """
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from synapse.module_api import JsonDict, ModuleApi, parse_json_object_from_request
 from synapse.module_api.errors import Codes, SynapseError
 
 from synapse_compliance._synapse_private import backfilled_downto, persisted_upto
+from synapse_compliance.core.partitions import Partition
 from synapse_compliance.http._auth import require_admin
 from synapse_compliance.http._parse import (
     bad_param,
@@ -189,6 +191,7 @@ class ArchiveEndpoints:
                 "lag_seconds": None,
                 "lag_alert": False,
                 "encrypted_rooms": self._encrypted_rooms,
+                "partitions": None,
                 "checkpoints": await self._checkpoints_status(ready),
             }
         counts = await self._store.counts()
@@ -207,8 +210,16 @@ class ArchiveEndpoints:
             "lag_seconds": lag.seconds if lag is not None else None,
             "lag_alert": lag.alert if lag is not None else False,
             "encrypted_rooms": self._encrypted_rooms,
+            "partitions": partitions_json(await self._store.partitions()),
             "checkpoints": await self._checkpoints_status(ready),
         }
+
+
+def partitions_json(partitions: Sequence[Partition] | None) -> list[JsonDict] | None:
+    """The month partitions (PostgreSQL) for status; `from_ts` None: rows from before partitioning."""
+    if partitions is None:
+        return None
+    return [{"name": p.name, "from_ts": p.lower, "to_ts": p.upper} for p in partitions]
 
 
 def checkpoint_report_json(report: "CheckpointReport") -> JsonDict:

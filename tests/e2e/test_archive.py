@@ -1,6 +1,7 @@
 """The retention archive: group events are kept with their full JSON, past redactions and purges,
 in tamper-evident chains; direct chats are not archived."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -300,6 +301,13 @@ def test_status_shows_the_archive(archive: ArchiveServer) -> None:
     assert block["rows"] > 0 and block["oldest_archived_ts"] > 0
     assert block["cursor"] <= block["persisted_upto"]
     assert block["lag_events"] == block["persisted_upto"] - block["cursor"]
+    if archive.db.postgres is None:
+        assert block["partitions"] is None  # SQLite: one table, pruned row by row
+    else:  # the month partitions, oldest first; `before` holds rows from before partitioning
+        names = [p["name"] for p in block["partitions"]]
+        assert names[0] == "compliance_archive_before" and block["partitions"][0]["from_ts"] is None
+        assert len(names) >= 2 and all(n.startswith("compliance_archive_y") for n in names[1:])
+        assert all(a["to_ts"] <= b["from_ts"] for a, b in itertools.pairwise(block["partitions"]))
 
 
 def test_archive_endpoints_are_for_admins(archive: ArchiveServer) -> None:
