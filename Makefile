@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.send --db postgresql
 	$(PY) -m benchmarks.archiver
 	$(PY) -m benchmarks.export
+	$(PY) -m benchmarks.prune
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,6 @@ from tests.e2e.test_archive import ArchiveServer, cli_verify, send
 from tests.e2e.test_retention import (
     CONFIG,
     Row,
-    clock_shifted,
     group_with,
     put_hold,
     rejoin,
@@ -28,6 +27,7 @@ from tests.e2e.test_retention import (
     rows_of,
 )
 from tests.harness.client import MatrixClient
+from tests.harness.clock import clock_shifted
 from tests.harness.homeserver import DatabaseChoice, running_homeserver
 
 pytestmark = pytest.mark.e2e

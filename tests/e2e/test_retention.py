@@ -9,11 +9,8 @@ the archive is written by hand, and the chains are the archiver's own; only the 
 below edit rows, as a forger would.
 """
 
-import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -23,6 +20,7 @@ import pytest
 from tests.e2e.conftest import database
 from tests.e2e.test_archive import ArchiveServer, cli_verify, send
 from tests.harness.client import MatrixClient, q
+from tests.harness.clock import clock_shifted
 from tests.harness.homeserver import Homeserver, running_homeserver
 
 pytestmark = pytest.mark.e2e
@@ -33,28 +31,6 @@ PAST_DAYS = 400
 # The loop would run first after 7 days: the tests prune on demand, so results are exact.
 CONFIG = {"retention": {"max_days": MAX_DAYS, "prune_interval": "7d", "prune_batch_size": 2}}
 REASON = "retention test"
-
-SITECUSTOMIZE = '''"""Test only: shift this process's wall clock by COMPLIANCE_TEST_CLOCK_OFFSET_S seconds."""
-import os
-import time
-
-_offset = float(os.environ.get("COMPLIANCE_TEST_CLOCK_OFFSET_S", "0"))
-if _offset:
-    _time, _time_ns = time.time, time.time_ns
-    time.time = lambda: _time() + _offset
-    time.time_ns = lambda: _time_ns() + int(_offset * 1_000_000_000)
-'''
-
-
-@contextmanager
-def clock_shifted(folder: Path, days: int) -> Iterator[None]:
-    """Servers started inside run with their clock `days` in the past."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p))
-        mp.setenv("COMPLIANCE_TEST_CLOCK_OFFSET_S", str(-days * 86_400))
-        yield
 
 
 def rejoin(client: MatrixClient, hs: Homeserver) -> MatrixClient:
