@@ -19,7 +19,6 @@ The target is at least 50,000 rows/s for both, with memory that does not grow wi
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,12 +26,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import attrs
 import httpx
 
+from benchmarks._common import BenchmarkError, run_guarded, wait_for_schema
 from tests.harness.client import COMPLIANCE, MatrixClient
 from tests.harness.homeserver import DatabaseChoice, Homeserver, database_for, running_homeserver
 from tests.harness.postgres import unavailable_reason
@@ -70,10 +69,6 @@ INSERT INTO compliance_archive_heads (room_id, last_id, rows_count, chain_hash)
 SELECT room_id, MAX(id), COUNT(*), 'bench' FROM compliance_archive GROUP BY room_id
 ON CONFLICT (room_id) DO UPDATE SET last_id = EXCLUDED.last_id, rows_count = EXCLUDED.rows_count
 """
-
-
-class BenchmarkError(Exception):
-    """The server or the CLI did not behave as the benchmark needs."""
 
 
 @attrs.frozen
@@ -145,16 +140,6 @@ def _fill(db: DatabaseChoice, first: int, last: int, rooms: int) -> None:
             cur.execute("VACUUM ANALYZE compliance_archive")
     finally:
         conn.close()
-
-
-def _wait_for_schema(admin: MatrixClient, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        r = admin.compliance("GET", "admin/archive/events", params={"room_id": "!none:localhost"})
-        if r.status_code == 200:
-            return
-        time.sleep(0.2)
-    raise BenchmarkError("the module's schema did not become ready")
 
 
 def _manifest_rows(tail: bytes, fmt: str) -> int:
@@ -255,22 +240,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwind, so the server stops and the database is dropped
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     results: list[Measurement] = []
-    try:
+
+    def body() -> None:
         with (
             tempfile.TemporaryDirectory(prefix="bench-export-") as tmp,
             database_for("postgresql", prefix="compliance_bench") as db,
             running_homeserver(Path(tmp) / "hs", db, {}) as hs,
         ):
             admin = hs.register(admin=True)
-            _wait_for_schema(admin)
+            wait_for_schema(admin)
             for step in range(args.steps):
                 _fill(db, step * args.rows + 1, (step + 1) * args.rows, args.rooms)
                 for m in (
@@ -283,12 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                     results.append(m)
                     print(format_table([m]).splitlines()[1], flush=True)
-    except (BenchmarkError, httpx.HTTPError) as e:
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; server stopped, database dropped", file=sys.stderr)
-        return 130
+
+    if (code := run_guarded(body)) != 0:
+        return code
     print(format_table(results))
     if args.json is not None:
         args.json.write_text(json.dumps([m.as_json() for m in results], indent=2) + "\n")

@@ -24,20 +24,17 @@ the WAL written meanwhile (what replicas and backups must carry).
 
 import argparse
 import json
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import attrs
-import httpx
 from psycopg2.extras import execute_values
 
-from benchmarks.export import BenchmarkError, _wait_for_schema
+from benchmarks._common import BenchmarkError, run_guarded, wait_for_schema
 from synapse_compliance.core.archive_chain import GENESIS, ChainedFields, append
 from synapse_compliance.core.partitions import Partition, parse_bound
 from tests.harness.client import MatrixClient
@@ -192,7 +189,7 @@ def measure(mode: str, args: argparse.Namespace, tmp: Path) -> Measurement:
             running_homeserver(tmp / mode, db, config) as hs,
         ):
             admin = hs.register(admin=True)
-            _wait_for_schema(admin)
+            wait_for_schema(admin)
             room_id = admin.create_group("made in the past")
             _post(admin, "admin/archive/run", {})
         with running_homeserver(tmp / mode, db, config) as hs:
@@ -202,7 +199,7 @@ def measure(mode: str, args: argparse.Namespace, tmp: Path) -> Measurement:
 def _measure_now(
     mode: str, args: argparse.Namespace, db: DatabaseChoice, admin: MatrixClient, room_id: str
 ) -> Measurement:
-    _wait_for_schema(admin)
+    wait_for_schema(admin)
     month = _old_month(db)
     _fill(db, args.rows, args.rooms, month)
     if mode == "rows":
@@ -255,25 +252,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwind, so the servers stop and the databases are dropped
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     results: list[Measurement] = []
-    try:
+
+    def body() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-prune-") as tmp:
             for mode in ("partition", "rows"):
                 results.append(measure(mode, args, Path(tmp)))
                 print(format_table(results[-1:]).splitlines()[1], flush=True)
-    except (BenchmarkError, httpx.HTTPError) as e:
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped, databases dropped", file=sys.stderr)
-        return 130
+
+    if (code := run_guarded(body)) != 0:
+        return code
     print(format_table(results))
     if args.json is not None:
         args.json.write_text(json.dumps([m.as_json() for m in results], indent=2) + "\n")

@@ -13,6 +13,7 @@ import attrs
 from synapse_compliance.core.archive_chain import (
     GENESIS,
     ChainAnchor,
+    ChainBreak,
     ChainedFields,
     ChainedRow,
     ChainHead,
@@ -129,38 +130,73 @@ class PageRequest:
     limit: int
 
 
-VerifySteps = Generator[PageRequest, list[ChainedRow], VerifyReport]
+@attrs.frozen
+class AnchorRequest:
+    """What `verify_steps` needs read next: a room's anchor as it is now (None: never pruned)."""
+
+    room_id: str
+
+
+VerifySteps = Generator[PageRequest | AnchorRequest, Any, VerifyReport]
+# A pruned room whose walk broke is walked again from its new anchor at most this often.
+_REWALKS = 3
 
 
 def verify_steps(
     heads: Sequence[StoredHead], progress: Callable[[int, int], None] | None = None
 ) -> VerifySteps:
-    """The archive check without I/O: yields the pages it needs, is sent them, returns the report.
+    """The archive check without I/O: yields what it needs read, is sent it, returns the report.
 
     Each room is read in pages up to its recorded head, so rows archived meanwhile are not
     mistaken for a break. `progress` gets (rooms checked, rows checked) after each page. The
-    HTTP endpoint (async, through Synapse's pool) and the CLI (a plain connection) drive it.
+    HTTP endpoint (async, through Synapse's pool) and the CLI (a plain connection) drive it:
+    a `PageRequest` is answered with the rows, an `AnchorRequest` with the room's anchor.
+
+    A prune that commits while this runs moves a room's anchor after its head was read, and
+    its first remaining row then links to an anchor this walk does not know. So when a room's
+    walk breaks, its anchor is read again, and if it moved, the room is walked again from there.
     """
     rooms = rows = 0
-    for stored in heads:
+    for head in heads:
         rooms += 1
-        walker = ChainWalker.after(stored.anchor)  # a pruned chain resumes at its anchor
-        after = 0
-        while True:
-            page = yield PageRequest(stored.head.room_id, after, stored.last_id, VERIFY_PAGE)
-            found = walker.feed(page)
-            if found is not None:
-                return VerifyReport(rooms, rows + walker.rows, found)
-            if progress is not None:
-                progress(rooms, rows + walker.rows)
-            if len(page) < VERIFY_PAGE:
+        stored = head
+        for _ in range(_REWALKS + 1):
+            walked, found = yield from _walk_room(stored, rooms, rows, progress)
+            if found is None:
                 break
-            after = page[-1].id
-        rows += walker.rows
-        found = walker.finish(stored.head)
+            anchor: ChainAnchor | None = yield AnchorRequest(stored.head.room_id)
+            if anchor == stored.anchor:
+                break
+            stored = attrs.evolve(stored, anchor=anchor)
+        rows += walked
         if found is not None:
             return VerifyReport(rooms, rows, found)
     return VerifyReport(rooms, rows, None)
+
+
+def _walk_room(
+    stored: StoredHead, rooms: int, rows: int, progress: Callable[[int, int], None] | None
+) -> Generator[PageRequest, list[ChainedRow], tuple[int, ChainBreak | None]]:
+    """Walk one room's chain from its anchor to its head: (rows checked, first break)."""
+    walker = ChainWalker.after(stored.anchor)  # a pruned chain resumes at its anchor
+    after = 0
+    while True:
+        page = yield PageRequest(stored.head.room_id, after, stored.last_id, VERIFY_PAGE)
+        found = walker.feed(page)
+        if found is not None:
+            return walker.rows, found
+        if progress is not None:
+            progress(rooms, rows + walker.rows)
+        if len(page) < VERIFY_PAGE:
+            break
+        after = page[-1].id
+    return walker.rows, walker.finish(stored.head)
+
+
+def _answer(query: Query, request: PageRequest | AnchorRequest) -> list[ChainedRow] | ChainAnchor | None:
+    if isinstance(request, AnchorRequest):
+        return read_anchor(query, request.room_id)
+    return read_rows_page(query, request.room_id, request.after_id, request.upto_id, request.limit)
 
 
 def verify_offline(query: Query, room_id: str | None, progress: Callable[[int, int], None]) -> VerifyReport:
@@ -175,8 +211,7 @@ def verify_offline(query: Query, room_id: str | None, progress: Callable[[int, i
     try:
         request = next(steps)
         while True:
-            page = read_rows_page(query, request.room_id, request.after_id, request.upto_id, request.limit)
-            request = steps.send(page)
+            request = steps.send(_answer(query, request))
     except StopIteration as done:
         report: VerifyReport = done.value
         return report

@@ -20,6 +20,7 @@ from synapse.module_api import LoggingTransaction, ModuleApi
 
 from synapse_compliance.core.archive_chain import (
     GENESIS,
+    ChainAnchor,
     ChainedFields,
     ChainedRow,
     append,
@@ -30,7 +31,7 @@ from synapse_compliance.storage.archive_partitions import (
     archive_is_partitioned_txn,
     list_partitions_txn,
 )
-from synapse_compliance.storage.archive_rows import Query, StoredHead, read_heads, read_rows_page
+from synapse_compliance.storage.archive_rows import Query, StoredHead, read_anchor, read_heads, read_rows_page
 from synapse_compliance.storage.schema import SchemaManager
 
 FORWARD = "forward"
@@ -185,6 +186,14 @@ class ArchiveStore:
             return read_heads(_txn_query(txn), room_id)
 
         return await self._api.run_db_interaction("compliance_archive_heads", _txn)
+
+    async def anchor(self, room_id: str) -> ChainAnchor | None:
+        """A room's anchor as it is now (None: its chain was never pruned)."""
+
+        def _txn(txn: LoggingTransaction) -> ChainAnchor | None:
+            return read_anchor(_txn_query(txn), room_id)
+
+        return await self._api.run_db_interaction("compliance_archive_anchor", _txn)
 
     async def rows_page(self, room_id: str, after_id: int, upto_id: int, limit: int) -> list[ChainedRow]:
         """A room's rows with `after_id < id <= upto_id`, in id order, at most `limit`."""

@@ -32,7 +32,7 @@ from synapse_compliance._synapse_private import backfilled_downto, persisted_upt
 from synapse_compliance.config import ComplianceConfig
 from synapse_compliance.core.archive_chain import VerifyReport
 from synapse_compliance.core.groups import is_governed_room
-from synapse_compliance.storage.archive_rows import verify_steps
+from synapse_compliance.storage.archive_rows import AnchorRequest, verify_steps
 from synapse_compliance.storage.archive_store import (
     BACKWARD,
     FORWARD,
@@ -233,8 +233,13 @@ async def verify_archive(store: ArchiveStore, room_id: str | None = None) -> Ver
     try:
         request = next(steps)
         while True:
-            page = await store.rows_page(request.room_id, request.after_id, request.upto_id, request.limit)
-            request = steps.send(page)
+            if isinstance(request, AnchorRequest):
+                request = steps.send(await store.anchor(request.room_id))
+            else:
+                page = await store.rows_page(
+                    request.room_id, request.after_id, request.upto_id, request.limit
+                )
+                request = steps.send(page)
     except StopIteration as done:
         report: VerifyReport = done.value
         return report
