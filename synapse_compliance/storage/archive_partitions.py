@@ -88,6 +88,11 @@ def list_partitions_txn(txn: LoggingTransaction) -> list[Partition]:
     return sorted((parse_bound(str(r[0]), str(r[1])) for r in txn.fetchall()), key=lambda p: p.low)
 
 
+def partitions_if_partitioned_txn(txn: LoggingTransaction) -> list[Partition] | None:
+    """The archive's partitions, oldest first; None when it is one table (SQLite)."""
+    return list_partitions_txn(txn) if archive_is_partitioned_txn(txn) else None
+
+
 def partition_archive_txn(txn: LoggingTransaction, now_ms: int) -> None:
     """Schema delta 16: partition the archive by month on PostgreSQL (nothing on SQLite).
 

@@ -26,11 +26,7 @@ from synapse_compliance.core.archive_chain import (
     append,
 )
 from synapse_compliance.core.partitions import Partition
-from synapse_compliance.storage.archive_partitions import (
-    PartitionKeeper,
-    archive_is_partitioned_txn,
-    list_partitions_txn,
-)
+from synapse_compliance.storage.archive_partitions import PartitionKeeper, partitions_if_partitioned_txn
 from synapse_compliance.storage.archive_rows import Query, StoredHead, read_anchor, read_heads, read_rows_page
 from synapse_compliance.storage.schema import SchemaManager
 
@@ -172,11 +168,9 @@ class ArchiveStore:
     async def partitions(self) -> list[Partition] | None:
         """The archive's month partitions, oldest first (None when it is one table: SQLite)."""
         await self._schema.ready()
-
-        def _txn(txn: LoggingTransaction) -> list[Partition] | None:
-            return list_partitions_txn(txn) if archive_is_partitioned_txn(txn) else None
-
-        return await self._api.run_db_interaction("compliance_archive_partitions", _txn)
+        return await self._api.run_db_interaction(
+            "compliance_archive_partitions", partitions_if_partitioned_txn
+        )
 
     async def heads(self, room_id: str | None = None) -> list[StoredHead]:
         """Chain heads of every room (or of one), plus rooms with rows but no head (rows 0)."""

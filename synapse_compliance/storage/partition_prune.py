@@ -34,8 +34,8 @@ from synapse_compliance.core.archive_chain import (
     ChainedRow,
     ChainWalker,
 )
-from synapse_compliance.core.partitions import BEFORE, Partition, expired_oldest_first, is_month_name
-from synapse_compliance.storage.archive_partitions import archive_is_partitioned_txn, list_partitions_txn
+from synapse_compliance.core.partitions import BEFORE, Partition, is_month_name
+from synapse_compliance.storage.archive_partitions import partitions_if_partitioned_txn
 from synapse_compliance.storage.archive_rows import ROW_COLUMNS, Query, chained_row, read_anchors
 from synapse_compliance.storage.audit_store import AuditEntry, audit_statement
 from synapse_compliance.storage.hold_store import (
@@ -155,28 +155,13 @@ class PartitionPruneStore:
     def __init__(self, api: ModuleApi, schema: SchemaManager) -> None:
         self._api = api
         self._schema = schema
-        self._partitioned: bool | None = None
 
-    async def partitioned(self) -> bool:
-        """Whether the archive is partitioned (PostgreSQL, once schema delta 16 ran)."""
-        if self._partitioned is None:
-            await self._schema.ready()
-            self._partitioned = await self._api.run_db_interaction(
-                "compliance_archive_partitioned", archive_is_partitioned_txn
-            )
-        return self._partitioned
-
-    async def expired(self, cutoff_ms: int) -> list[Partition]:
-        """The partitions whose every row was archived before `cutoff_ms`, oldest first.
-
-        Empty on SQLite, where the archive is one table.
-        """
+    async def partitions(self) -> list[Partition] | None:
+        """The archive's partitions, oldest first; None when it is one table (SQLite)."""
         await self._schema.ready()
-
-        def _txn(txn: LoggingTransaction) -> list[Partition]:
-            return expired_oldest_first(list_partitions_txn(txn), cutoff_ms)
-
-        return await self._api.run_db_interaction("compliance_expired_partitions", _txn)
+        return await self._api.run_db_interaction(
+            "compliance_archive_partitions", partitions_if_partitioned_txn
+        )
 
     async def rooms_in(self, partition: Partition) -> list[str]:
         """The rooms with rows in `partition`."""

@@ -9,17 +9,20 @@ rows, one transaction (with its anchor and audit entry) per batch. On PostgreSQL
 archive is partitioned by month (core/partitions.py), it drops each month whose every row is
 past the cutoff whole (storage/partition_prune.py); a month that cannot go whole (a hold keeps
 a row of it, say) is pruned row by row as above, up to its end. So on PostgreSQL a row goes
-when its month is past `max_days`: up to a month after it is itself. Passes never overlap: an on-demand pass
-waits for the running one to end, then runs.
+when its month is past `max_days`: up to a month after it is itself. The exception is an
+archive partitioned on upgrade: its old rows, in `compliance_archive_before`, are pruned row by
+row as above until that whole partition is past the cutoff, and then it is dropped like a month.
+Passes never overlap: an on-demand pass waits for the running one to end, then runs.
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import attrs
 from synapse.module_api import ModuleApi
 
 from synapse_compliance.config import RetentionConfig
+from synapse_compliance.core.partitions import Partition, expired_oldest_first
 from synapse_compliance.core.retention import RetentionPolicy, prune_cutoff
 from synapse_compliance.storage.partition_prune import (
     LOCKED,
@@ -129,8 +132,13 @@ class Pruner:
         cutoff = prune_cutoff(self._policy, self._api.get_current_time_msec())
         assert cutoff is not None  # `enabled` was checked
         tally = _Tally(actor, reason)
-        if await self._partitions.partitioned():
-            await self._partitions_pass(cutoff, tally)
+        partitions = await self._partitions.partitions()
+        # An archive partitioned on upgrade keeps its old rows in `before`, which can span years:
+        # until all of it is past the cutoff, its rows go row by row as they did before. (Every
+        # row older than the cutoff is then in it: every other partition starts after it ends.)
+        unexpired_before = any(p.lower is None and not p.expired(cutoff) for p in partitions or ())
+        if partitions is not None and not unexpired_before:
+            await self._partitions_pass(expired_oldest_first(partitions, cutoff), cutoff, tally)
         else:
             after: str | None = ""
             while after is not None:
@@ -149,14 +157,14 @@ class Pruner:
             )
         return tally.result(cutoff)
 
-    async def _partitions_pass(self, cutoff: int, tally: "_Tally") -> None:
+    async def _partitions_pass(self, expired: Sequence[Partition], cutoff: int, tally: "_Tally") -> None:
         """PostgreSQL: drop each expired month that may go whole; prune the others row by row.
 
         Oldest first, so a month whose rows went row by row can let the next one go whole. A
         kept month's rows are pruned up to its own end, never into a month not yet expired:
         those wait to go whole.
         """
-        for partition in await self._partitions.expired(cutoff):
+        for partition in expired:
             outcome = await self._partitions.check(partition)
             if outcome.kept is None:
                 request = DropRequest(partition, cutoff, tally.actor, tally.reason)

@@ -315,17 +315,23 @@ def test_an_unpartitioned_archive_is_partitioned_on_upgrade_without_copying(
 ) -> None:
     workdir = tmp_path_factory.mktemp("partition-upgrade")
     with database("postgresql") as db:
+        with clock_shifted(workdir / "clock", 400), running_homeserver(workdir, db, {}) as hs:
+            past = ArchiveServer(hs, db)
+            owner, guest = past.member(), past.member()
+            room_id = group_with(owner, guest, "from release 15")
+            send(owner, room_id, "400 days before the upgrade")
+            past.run()
+            long_ago = {r.id for r in rows_of(past, room_id)}
         with running_homeserver(workdir, db, {}) as hs:
             server = ArchiveServer(hs, db)
-            owner, guest = server.member(), server.member()
-            room_id = group_with(owner, guest, "from release 15")
+            owner = rejoin(owner, hs)
             for n in range(3):
-                send(owner, room_id, f"before the upgrade {n}")
+                send(owner, room_id, f"just before the upgrade {n}")
             server.run()
             before_upgrade = rows_of(server, room_id)
         _as_release_15(db, id_gap=100)
         assert _relkind(db) == "r"  # a plain table, as release 15 left it
-        with running_homeserver(workdir, db, {}) as hs:
+        with running_homeserver(workdir, db, CONFIG) as hs:
             server = ArchiveServer(hs, db)
             old = rows_of(server, room_id)
             assert old == before_upgrade
@@ -339,11 +345,23 @@ def test_an_unpartitioned_archive_is_partitioned_on_upgrade_without_copying(
             indexes = server.sql("SELECT indexname FROM pg_indexes WHERE tablename = ?", (BEFORE,))
             assert len(indexes) == 5, indexes
             assert server.verify(room_id)["ok"] is True
+
+            # `before` spans 400 days and is not all past max_days: its old rows go row by row.
+            result = prune(server)
+            assert result["dropped_partitions"] == [] and kept(result) == {}
+            assert result["pruned_rows"] == len(long_ago) and result["refused_rooms"] == []
+            kept_rows = [r for r in old if r.id not in long_ago]
+            assert rows_of(server, room_id) == kept_rows and BEFORE in partitions(server)
+            last_gone = [r for r in old if r.id in long_ago][-1]
+            assert anchor(server, room_id) == (last_gone.id, last_gone.chain_hash, len(long_ago))
+
             owner = rejoin(owner, hs)
             event_id = send(owner, room_id, "after the upgrade")
             server.run()
             new = rows_of(server, room_id)
-            assert new[: len(old)] == old and [r.event_id for r in new[len(old) :]] == [event_id]
+            assert new[: len(kept_rows)] == kept_rows and [r.event_id for r in new[len(kept_rows) :]] == [
+                event_id
+            ]
             assert new[-1].id > old[-1].id + 100  # past every id the old sequence handed out
             # `before` ends after the month of the newest old row: this month's rows go there too.
             assert new[-1].archived_ts < found[BEFORE].high and partition_of(server, new[-1].id) == BEFORE
