@@ -131,6 +131,20 @@ async def member_counts(api: ModuleApi, room_id: str) -> Mapping[str, int]:
     return dict(await lookup(room_id))
 
 
+def member_counts_now(api: ModuleApi) -> Callable[[str], Mapping[str, int] | None]:
+    """`member_counts` as Synapse has it cached, without awaiting (None when not cached).
+
+    Why private: as `member_counts`, and awaiting a hit costs ~50 µs (see `cached_now`).
+    """
+    func = cast(CachedFunction[Any], api._store.get_member_counts)
+
+    def lookup(room_id: str) -> Mapping[str, int] | None:
+        hit = cached_now(func, (room_id,))
+        return None if hit is MISSING else cast(Mapping[str, int], hit)
+
+    return lookup
+
+
 # (last_seen, user_id, device_id or "", ip, user_agent): one `user_ips` row without its token.
 UserIpRow = tuple[int, str, str, str, str]
 

@@ -3,9 +3,12 @@
 The facts of a room recorded as a group never change, so they are cached until evicted. For
 possible direct chats the member count matters: after a membership change persists, the room
 watch (tasks/room_watch.py) invalidates the room's entry on every process through Synapse's
-cache replication (SYNAPSE_FACTS §12), normally within a few hundred milliseconds. Until then a
-process can still see a direct chat that just gained a third member as a direct chat; the join
-itself was already judged as a join into a group (`adding=1` in the gates).
+cache replication (SYNAPSE_FACTS §12), normally within a few hundred milliseconds. That is too
+late for a message sent right after a third member arrived, so a possible direct chat's cached
+facts are also checked against Synapse's own member counts, which Synapse invalidates as the
+membership change commits (before the join's or invite's response is sent): more members than
+the facts know means they are stale and are read again. Fewer members never make a group a
+direct chat again, so they wait for the room watch.
 """
 
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,7 +17,14 @@ from typing import cast
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi, cached
 
-from synapse_compliance._synapse_private import MISSING, cached_now, get_clock, server_notices_mxid
+from synapse_compliance._synapse_private import (
+    MISSING,
+    cached_now,
+    get_clock,
+    member_counts,
+    member_counts_now,
+    server_notices_mxid,
+)
 from synapse_compliance.core.groups import (
     DIRECT_CHAT_MAX_MEMBERS,
     KIND_DIRECT_CHAT,
@@ -40,14 +50,25 @@ class RoomStore:
         self.server_name = api.server_name
         self.clock = get_clock(api)
         api.register_cached_function(self._cached_facts)
+        self._member_counts_now = member_counts_now(api)
 
     async def get_room_facts(self, room_id: str) -> RoomFacts:
         """What the group rules need to know about `room_id` (an unknown room is not local)."""
         hit = cached_now(self._cached_facts, (room_id,))
         if hit is not MISSING:
-            return cast(RoomFacts, hit)
+            facts = cast(RoomFacts, hit)
+            if not facts.needs_members or not await self._more_members_now(room_id, facts):
+                return facts
+            self.forget(room_id)
         lookup = cast(Callable[[str], Awaitable[RoomFacts]], self._cached_facts)  # see IdentityStore
         return await lookup(room_id)
+
+    async def _more_members_now(self, room_id: str, facts: RoomFacts) -> bool:
+        """Whether the room has more joined and invited members now than `facts` counted."""
+        counts = self._member_counts_now(room_id)
+        if counts is None:
+            counts = await member_counts(self._api, room_id)
+        return sum(counts.get(m, 0) for m in _COUNTED) > facts.members
 
     def forget(self, room_id: str) -> None:
         """Drop this process's cached facts of `room_id` (after a membership change)."""

@@ -139,6 +139,24 @@ def test_direct_chats_are_free_until_a_third_member_makes_them_a_group(
     _refused(alice.send_text(dm, "still a group"), "send messages in a group")
 
 
+def test_a_direct_chat_is_a_group_the_moment_a_third_member_is_invited(
+    homeserver: Homeserver, admin: MatrixClient
+) -> None:
+    # No waiting between the invite and the message: the gate must not depend on the room watch
+    # having seen the invite yet (it ticks every 100 ms). Several rooms, so a gate that raced
+    # the watch would lose at least once.
+    alice = homeserver.register()  # never verified
+    bob, carol = _verified(homeserver, admin), _verified(homeserver, admin)
+    for n in range(6):
+        r = alice.create_room(is_direct=True, invite=[bob.user_id], preset="trusted_private_chat")
+        assert r.status_code == 200, r.text
+        dm = r.json()["room_id"]
+        assert bob.join(dm).status_code == 200
+        assert alice.send_text(dm, f"hi bob {n}").status_code == 200
+        assert bob.invite(dm, carol.user_id).status_code == 200
+        _refused(alice.send_text(dm, f"now a group {n}"), "send messages in a group")
+
+
 def test_client_cannot_forge_the_room_kind(homeserver: Homeserver, admin: MatrixClient) -> None:
     owner = _verified(homeserver, admin)
     r = owner.create_room(name="g", creation_content={"io.synapse_compliance.room_kind": "direct_chat"})
