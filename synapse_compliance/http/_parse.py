@@ -95,6 +95,14 @@ def query_arg(request: "SynapseRequest", name: str) -> str | None:
     return value.decode("utf-8", errors="strict")
 
 
+def query_reason(request: "SynapseRequest", default: str) -> str:
+    """The optional `reason` query argument of a read that is audited (`default` when blank)."""
+    reason = (query_arg(request, "reason") or "").strip() or default
+    if len(reason) > MAX_REASON_LENGTH:
+        raise bad_param("reason", f"must be at most {MAX_REASON_LENGTH} characters")
+    return reason
+
+
 def page_limit(request: "SynapseRequest") -> int:
     """The `limit` query argument: 1..1000, default 100."""
     raw = query_arg(request, "limit")

@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import classImplements  # type: ignore[import-untyped]  # zope ships no type hints
 
 from synapse_compliance.http._auth import require_admin
-from synapse_compliance.http._parse import MAX_REASON_LENGTH, bad_param, query_arg
+from synapse_compliance.http._parse import bad_param, query_arg, query_reason
 from synapse_compliance.http._router import STREAMED, Route, Streamed, route
 from synapse_compliance.storage.archive_export import (
     DEFAULT_REASON,
@@ -155,9 +155,7 @@ class ArchiveExportEndpoint:
             )
         except FilterError as e:
             raise bad_param(e.field, e.message) from None
-        reason = (query_arg(request, "reason") or "").strip() or DEFAULT_REASON
-        if len(reason) > MAX_REASON_LENGTH:
-            raise bad_param("reason", f"must be at most {MAX_REASON_LENGTH} characters")
+        reason = query_reason(request, DEFAULT_REASON)
         await self._schema.ready()
         started = self._api.get_current_time_msec()
 

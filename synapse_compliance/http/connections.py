@@ -1,7 +1,8 @@
 """Connection records over HTTP (admins only).
 
 POST admin/connections/run                {reason}: copy Synapse's user_ips now, audited
-GET  admin/users/{user_id}/connections    a user's records, newest last_seen first, paginated
+GET  admin/users/{user_id}/connections    a user's records, newest last_seen first, paginated;
+                                          each page read is audited (`connections.read`)
 
 The run endpoint does what the loop does every `archive.connections_interval`; it needs the
 instance that runs background tasks (the copy lives there). The `connections` block of
@@ -23,6 +24,7 @@ from synapse_compliance.http._parse import (
     local_user,
     page_limit,
     query_arg,
+    query_reason,
     reject_unknown_fields,
     required_str,
 )
@@ -34,6 +36,8 @@ from synapse_compliance.tasks.connections import AUDIT_ACTION, ConnectionCopier
 if TYPE_CHECKING:
     from synapse.module_api import SynapseRequest
 
+READ_ACTION = "connections.read"
+READ_REASON = "connection records read"
 _TOKEN = re.compile(r"^cn:([0-9]{1,19}):([0-9]{1,19})$")
 
 
@@ -104,16 +108,19 @@ class ConnectionEndpoints:
         }
 
     async def list_for_user(self, request: "SynapseRequest", params: dict[str, str]) -> tuple[int, JsonDict]:
-        await require_admin(self._api, request)
+        actor = await require_admin(self._api, request)
         user_id = await local_user(self._api, params["user_id"])
         limit = page_limit(request)
+        reason = query_reason(request, READ_REASON)
         before: tuple[int, int] | None = None
         token = query_arg(request, "from")
         if token is not None:
             before = decode_position(token)
             if before is None:
                 raise bad_param("from", "not a next_batch token of this list")
-        records = await self._store.list_for_user(user_id, before, limit)
+        # Who saw whose addresses is personal-data access: audited in the read's transaction.
+        read_by = AuditEntry(actor, READ_ACTION, user_id, reason, {"from": token})
+        records = await self._store.list_for_user(user_id, before, limit, read_by)
         body: JsonDict = {"user_id": user_id, "chunk": [connection_json(c) for c in records]}
         if len(records) == limit:
             body["next_batch"] = encode_position(records[-1].sighting.last_seen, records[-1].id)

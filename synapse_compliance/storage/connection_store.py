@@ -268,13 +268,23 @@ class ConnectionStore:
         return await self._api.run_db_interaction("compliance_connections_state", _txn)
 
     async def list_for_user(
-        self, user_id: str, before: tuple[int, int] | None, limit: int
+        self, user_id: str, before: tuple[int, int] | None, limit: int, read_by: AuditEntry
     ) -> list[StoredConnection]:
-        """A user's records, newest first, after the page position `before` ((last_seen, id))."""
+        """A user's records, newest first, after the page position `before` ((last_seen, id)).
+
+        `read_by` is appended to the audit log in the same transaction, with how many records
+        the page had, so no record is shown without its entry committed.
+        """
         await self._schema.ready()
-        return await self._api.run_db_interaction(
-            "compliance_list_connections", list_for_user_txn, user_id, before, limit
-        )
+        now = self._api.get_current_time_msec()
+
+        def _txn(txn: Any) -> list[StoredConnection]:
+            records = list_for_user_txn(txn, user_id, before, limit)
+            entry = attrs.evolve(read_by, details={**read_by.details, "records": len(records)})
+            append_audit_txn(txn, entry, now)
+            return records
+
+        return await self._api.run_db_interaction("compliance_list_connections", _txn)
 
     async def prune_connections(self, request: PruneConnections) -> int:
         """Delete records last seen before `request.cutoff_ms`, except those of held users.

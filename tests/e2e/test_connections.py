@@ -197,6 +197,17 @@ def test_listing_is_newest_first_in_pages(conn_server: ConnectionsServer) -> Non
     for c in clients:
         c.close()
 
+    # Every page read is audited, newest first: who read whose records, why, and how many.
+    reads = conn_server.admin.audit(action="connections.read", target=user.user_id).json()["chunk"]
+    assert len(reads) == 1 + len(pages) + 1  # the full list, one page per record, the empty last
+    assert all(e["actor"] == conn_server.admin.user_id for e in reads)
+    assert [e["details"]["records"] for e in reversed(reads)] == [3, 1, 1, 1, 0]
+    assert reads[-1]["details"]["from"] is None and reads[0]["details"]["from"] is not None
+    assert reads[-1]["reason"] == "connection records read"
+    conn_server.connections(user.user_id, reason="case 2026-7: login from abroad?")
+    newest = conn_server.admin.audit(action="connections.read", target=user.user_id, limit=1).json()["chunk"]
+    assert newest[0]["reason"] == "case 2026-7: login from abroad?"
+
 
 def test_bad_requests_are_refused_and_change_nothing(conn_server: ConnectionsServer) -> None:
     user = conn_server.hs.register()
@@ -218,6 +229,10 @@ def test_bad_requests_are_refused_and_change_nothing(conn_server: ConnectionsSer
         assert r.status_code == status, r.text
         if errcode:
             assert r.json()["errcode"] == errcode
+    r = admin.compliance("GET", f"admin/users/{q(user.user_id)}/connections", params={"reason": "x" * 2001})
+    assert r.status_code == 400 and r.json()["errcode"] == "M_INVALID_PARAM"
+    # Only the one good read above was audited.
+    assert len(admin.audit(action="connections.read", target=user.user_id).json()["chunk"]) == 1
     for bad_id, status in [
         ("not-a-user", 400),
         ("@someone:elsewhere.example", 400),
