@@ -124,6 +124,8 @@ MIN_LIFETIME_FIELD = "io.synapse_compliance.min_lifetime_ms"
 def guard_refusal_fields(decision: Decision) -> dict[str, object]:
     """The Matrix error fields for a refused retention policy or encryption in a group."""
     f = decision.facts
+    if f.get("growth"):
+        return _growth_refusal_fields(decision)
     if decision.reason_code == "retention_too_short":
         given = (
             "max_lifetime must be a whole number of milliseconds"
@@ -154,6 +156,31 @@ def guard_refusal_fields(decision: Decision) -> dict[str, object]:
     else:
         what = "Encryption (m.room.encryption) cannot be enabled in a group on this server."
     return {"error": f"{what} {why} Direct chats may still be encrypted.", REASON_FIELD: decision.reason_code}
+
+
+def _growth_refusal_fields(decision: Decision) -> dict[str, object]:
+    """Why a direct chat may not become a group (a third member invited or joining)."""
+    f = decision.facts
+    if decision.reason_code == "retention_too_short":
+        why = (
+            f"its retention policy (m.room.retention) keeps messages for less than the "
+            f"{f.get('min_days')} days group chat logs must be kept on this server"
+        )
+    else:
+        why = (
+            "it is end-to-end encrypted, and groups here must keep a log the server can read "
+            "(retention.encrypted_rooms: forbid)"
+        )
+    fields: dict[str, object] = {
+        "error": (
+            f"A third member would make this direct chat a group, but {why}. Start a new group "
+            "for the people you want to add."
+        ),
+        REASON_FIELD: decision.reason_code,
+    }
+    if decision.reason_code == "retention_too_short":
+        fields[MIN_LIFETIME_FIELD] = f.get("min_lifetime_ms")
+    return fields
 
 
 def _days(value_ms: object) -> str:

@@ -20,6 +20,12 @@ Where (Synapse 1.163.2, SYNAPSE_FACTS §6/§7):
   synapse/handlers/room.py:1795-1806) are created by `_send_events_for_new_room`, which skips
   `check_event_for_spam`; so `on_create_room` checks the request body before anything is made
   and predicts the forced encryption from the preset. Refusing there leaves no half-made room.
+- A direct chat that would become a group (a third member invited, or joining without an
+  invite): `user_may_invite` and `user_may_join_room` refuse it when the chat is encrypted
+  (under `forbid`) or keeps a short retention policy, since it would be a group with that state
+  from then on. Cheap when it does not apply: rooms already governed, and rooms that would not
+  cross into a group with one more member, return on cached room facts. A member who is
+  already joined (Synapse's profile updates send a join into every room) changes nothing.
 - Room upgrades copy the old room's encryption (synapse/handlers/room.py:605-620) and are not
   checked: an upgrade never makes a group less readable than it already was.
 
@@ -53,6 +59,7 @@ from synapse_compliance.core.guards import (
     RETENTION,
     EncryptedRooms,
     decide_create_room,
+    decide_growth,
     decide_state_event,
 )
 from synapse_compliance.messages import REASON_FIELD, guard_refusal_fields
@@ -60,6 +67,8 @@ from synapse_compliance.metrics import REFUSALS
 from synapse_compliance.storage.room_store import RoomStore
 
 logger = logging.getLogger(__name__)
+
+MEMBER = "m.room.member"
 
 
 class RetentionGuard:
@@ -84,7 +93,11 @@ class RetentionGuard:
     def register(self, guard: CallbackGuard) -> None:
         """Register with Synapse."""
         self._check_guarded = guard("retention_guard.check_event_for_spam", self._check_guarded_event)
-        self._api.register_spam_checker_callbacks(check_event_for_spam=self.check_event_for_spam)
+        self._api.register_spam_checker_callbacks(
+            check_event_for_spam=self.check_event_for_spam,
+            user_may_invite=guard("retention_guard.user_may_invite", self.user_may_invite),
+            user_may_join_room=guard("retention_guard.user_may_join_room", self.user_may_join_room),
+        )
         self._api.register_third_party_rules_callbacks(
             on_create_room=guard("retention_guard.on_create_room", self.on_create_room)
         )
@@ -110,6 +123,34 @@ class RetentionGuard:
         logger.debug(
             "refused %s in %s from %s: %s", event.type, event.room_id, event.sender, decision.reason_code
         )
+        return Codes.FORBIDDEN, guard_refusal_fields(decision)
+
+    async def user_may_invite(self, inviter: str, invitee: str, room_id: str) -> SpamAnswer:
+        """Refuse inviting a third member into an encrypted (or short-lived) direct chat."""
+        return await self._check_growth(room_id, inviter, joining=None)
+
+    async def user_may_join_room(self, user_id: str, room_id: str, is_invited: bool) -> SpamAnswer:
+        """Refuse a join without an invite that would make such a direct chat a group."""
+        if is_invited:  # counted when invited
+            return NOT_SPAM
+        return await self._check_growth(room_id, user_id, joining=user_id)
+
+    async def _check_growth(self, room_id: str, user_id: str, joining: str | None) -> SpamAnswer:
+        facts = await self._rooms.get_room_facts(room_id)
+        if is_governed_room(facts, self._direct_chats) or not is_governed_room(
+            facts, self._direct_chats, adding=1
+        ):
+            return NOT_SPAM
+        keys = [(ENCRYPTION, ""), (RETENTION, "")] + ([(MEMBER, joining)] if joining else [])
+        state = await self._api.get_room_state(room_id, keys)
+        member = state.get((MEMBER, joining)) if joining else None
+        if member is not None and member.content.get("membership") == "join":
+            return NOT_SPAM  # already in the room: not a new member
+        policies = {t: e.content for (t, k), e in state.items() if t in (ENCRYPTION, RETENTION) and k == ""}
+        decision = decide_growth(policies, self._min_days, self._mode)
+        if decision.allowed:
+            return NOT_SPAM
+        logger.debug("refused growth of %s into a group by %s: %s", room_id, user_id, decision.reason_code)
         return Codes.FORBIDDEN, guard_refusal_fields(decision)
 
     async def on_create_room(

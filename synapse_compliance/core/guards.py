@@ -110,6 +110,27 @@ def decide_state_event(
     return ALLOW
 
 
+def decide_growth(state: Mapping[str, Mapping[str, object]], min_days: int, mode: EncryptedRooms) -> Decision:
+    """Whether a direct chat whose policies are `state` may become a group (a third member).
+
+    A group may not be encrypted (under `forbid`) or keep its log shorter than `min_days`, and
+    a direct chat that grows is a group from then on, with the state it has. So the invite or
+    join that would make it one is refused instead, with the guard's reason and `growth` set.
+
+    Args:
+        state: the content of the room's `m.room.encryption` and `m.room.retention` (state key
+            ""), by event type; a type it does not have is absent.
+    """
+    for event_type in (ENCRYPTION, RETENTION):
+        content = state.get(event_type)
+        if content is None:
+            continue
+        decision = decide_state_event(event_type, "", content, min_days, mode)
+        if not decision.allowed:
+            return attrs.evolve(decision, facts={**decision.facts, "growth": True})
+    return ALLOW
+
+
 def _initial_state(
     room_config: Mapping[str, object],
 ) -> Iterator[tuple[str, str | None, Mapping[str, object]]]:

@@ -4,11 +4,11 @@ The facts of a room recorded as a group never change, so they are cached until e
 possible direct chats the member count matters: after a membership change persists, the room
 watch (tasks/room_watch.py) invalidates the room's entry on every process through Synapse's
 cache replication (SYNAPSE_FACTS §12), normally within a few hundred milliseconds. That is too
-late for a message sent right after a third member arrived, so a possible direct chat's cached
-facts are also checked against Synapse's own member counts, which Synapse invalidates as the
-membership change commits (before the join's or invite's response is sent): more members than
-the facts know means they are stale and are read again. Fewer members never make a group a
-direct chat again, so they wait for the room watch.
+late for a message sent right after a third member arrived (or an invite right after a member
+left), so a possible direct chat's cached facts are also checked against Synapse's own member
+counts, which Synapse invalidates as the membership change commits (before the join's, leave's
+or invite's response is sent): another member count than the facts have means they are stale
+and are read again. (A group stays a group whatever its count: `became_group`.)
 """
 
 from collections.abc import Awaitable, Callable, Mapping
@@ -57,18 +57,18 @@ class RoomStore:
         hit = cached_now(self._cached_facts, (room_id,))
         if hit is not MISSING:
             facts = cast(RoomFacts, hit)
-            if not facts.needs_members or not await self._more_members_now(room_id, facts):
+            if not facts.needs_members or not await self._members_changed(room_id, facts):
                 return facts
             self.forget(room_id)
         lookup = cast(Callable[[str], Awaitable[RoomFacts]], self._cached_facts)  # see IdentityStore
         return await lookup(room_id)
 
-    async def _more_members_now(self, room_id: str, facts: RoomFacts) -> bool:
-        """Whether the room has more joined and invited members now than `facts` counted."""
+    async def _members_changed(self, room_id: str, facts: RoomFacts) -> bool:
+        """Whether the room has another number of joined and invited members than `facts` counted."""
         counts = self._member_counts_now(room_id)
         if counts is None:
             counts = await member_counts(self._api, room_id)
-        return sum(counts.get(m, 0) for m in _COUNTED) > facts.members
+        return sum(counts.get(m, 0) for m in _COUNTED) != facts.members
 
     def forget(self, room_id: str) -> None:
         """Drop this process's cached facts of `room_id` (after a membership change)."""

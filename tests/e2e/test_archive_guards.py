@@ -167,6 +167,58 @@ def test_direct_chats_may_be_encrypted(guarded: ArchiveServer) -> None:
     assert alice.put_state(other, RETENTION, {"max_lifetime": DAY_MS}).status_code == 200
 
 
+def _direct_chat(
+    server: ArchiveServer, initial: list[dict[str, Any]]
+) -> tuple[MatrixClient, MatrixClient, str]:
+    """A direct chat of two verified users (so only the guard can refuse), with `initial` state."""
+    alice, bob = server.member(), server.member()
+    r = alice.create_room(
+        is_direct=True, invite=[bob.user_id], preset="trusted_private_chat", initial_state=initial
+    )
+    assert r.status_code == 200, r.text
+    dm = r.json()["room_id"]
+    assert bob.join(dm).status_code == 200
+    return alice, bob, dm
+
+
+def membership(user: MatrixClient, room_id: str, user_id: str) -> str | None:
+    r = user.state(room_id, "m.room.member", user_id)
+    if r.status_code == 404:
+        return None
+    assert r.status_code == 200, r.text
+    return str(r.json()["membership"])
+
+
+def test_an_encrypted_direct_chat_cannot_become_a_group(guarded: ArchiveServer) -> None:
+    alice, bob, dm = _direct_chat(guarded, [{"type": ENCRYPTION, "state_key": "", "content": MEGOLM}])
+    carol = guarded.member()
+    body = refused(bob.invite(dm, carol.user_id), "encryption_forbidden")
+    assert "would make this direct chat a group" in body["error"] and "Start a new group" in body["error"]
+    assert membership(alice, dm, carol.user_id) is None  # nothing was sent
+    # Still a direct chat: its two members go on as before.
+    assert alice.send_text(dm, "just us two").status_code == 200
+    assert bob.leave(dm).status_code == 200 and bob.join(dm).status_code != 200  # left; no invite
+    assert alice.invite(dm, bob.user_id).status_code == 200  # back to two members is fine
+    assert bob.join(dm).status_code == 200
+
+
+def test_a_short_lived_direct_chat_cannot_become_a_group(guarded: ArchiveServer) -> None:
+    short = [{"type": RETENTION, "state_key": "", "content": {"max_lifetime": DAY_MS}}]
+    alice, _, dm = _direct_chat(guarded, short)
+    carol = guarded.member()
+    body = refused(alice.invite(dm, carol.user_id), "retention_too_short")
+    assert "would make this direct chat a group" in body["error"] and "184 days" in body["error"]
+    assert body["io.synapse_compliance.min_lifetime_ms"] == MIN_MS
+    # A public direct chat: joining without an invite is the same growth.
+    assert alice.put_state(dm, "m.room.join_rules", {"join_rule": "public"}).status_code == 200
+    refused(carol.join(dm), "retention_too_short")
+    assert membership(alice, dm, carol.user_id) is None
+    # Once the policy is long enough, the third member may come, and the room is a group.
+    assert alice.put_state(dm, RETENTION, {"max_lifetime": MIN_MS}).status_code == 200
+    assert carol.join(dm).status_code == 200
+    refused(alice.put_state(dm, RETENTION, {"max_lifetime": DAY_MS}), "retention_too_short")
+
+
 def test_other_state_keys_are_not_policies(guarded: ArchiveServer) -> None:
     owner = guarded.member()
     room = owner.create_group()
@@ -213,6 +265,16 @@ def test_each_unsafe_setting_is_warned_about_at_start_up_and_in_status(ciphertex
         lines = [line for line in log.splitlines() if fragment in line]
         assert len(lines) == 1, fragment  # once, at start-up
         assert " - WARNING - " in lines[0]
+
+
+def test_archive_ciphertext_lets_an_encrypted_direct_chat_grow_but_not_a_short_lived_one(
+    ciphertext: ArchiveServer,
+) -> None:
+    _, bob, dm = _direct_chat(ciphertext, [{"type": ENCRYPTION, "state_key": "", "content": MEGOLM}])
+    assert bob.invite(dm, ciphertext.member().user_id).status_code == 200
+    short = [{"type": RETENTION, "state_key": "", "content": {"max_lifetime": DAY_MS}}]
+    alice, _, dm = _direct_chat(ciphertext, short)
+    refused(alice.invite(dm, ciphertext.member().user_id), "retention_too_short")
 
 
 def test_archive_ciphertext_allows_encrypted_groups_and_archives_the_ciphertext(
