@@ -115,7 +115,7 @@ class ComplianceModule:
             api,
             self.schema,
             RoomEventStore(api, self.schema),
-            [room_lifecycle, remote_users, GroupCounter(api, config, self.credit_store)],
+            [room_lifecycle, remote_users, GroupCounter(api, config, self.credit_store, self.room_store)],
             archiver.wake,
         )
 

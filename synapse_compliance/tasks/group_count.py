@@ -8,7 +8,10 @@ in stream order, once each create or membership event has persisted:
   replacement, counted for the upgrader while they are in it;
 - a creator's own join counts their group again (unless the room was upgraded away: users stay
   joined to the old room, and every profile change sends a join there), a leave, kick or ban
-  (a shutdown kicks everyone) stops counting it.
+  (a shutdown kicks everyone) stops counting it;
+- a direct chat that a third member made a group (the room lifecycle watcher, before this one,
+  records it in `compliance_groups`) counts as a group its creator created, as the recount
+  counts it, while the creator is joined.
 
 Every step is idempotent, so an event handled twice (after a restart) changes nothing. The gate
 (callbacks/credit.py) reads the count when a creation is requested; creations racing within the
@@ -24,17 +27,22 @@ from synapse_compliance.config import ComplianceConfig
 from synapse_compliance.core.groups import KIND_DIRECT_CHAT, KIND_GROUP, ROOM_KIND_KEY, DirectChats
 from synapse_compliance.storage.credit_store import CreditStore
 from synapse_compliance.storage.room_events import RoomEvent
+from synapse_compliance.storage.room_store import CREATE, RoomStore
 
 
 class GroupCounter:
     """Keeps `compliance_credit_groups` in step with creations, upgrades and creators' memberships."""
 
-    def __init__(self, api: ModuleApi, config: ComplianceConfig, credit: CreditStore) -> None:
+    def __init__(
+        self, api: ModuleApi, config: ComplianceConfig, credit: CreditStore, rooms: RoomStore
+    ) -> None:
         self._api = api
         self._credit = credit
+        self._rooms = rooms
         self._counted_kinds = {KIND_GROUP} | (
             {KIND_DIRECT_CHAT} if config.scope.direct_chats is DirectChats.GOVERN else set()
         )
+        self._grown: set[str] = set()  # direct chats this process already counted as groups
 
     async def on_room_event(self, event: RoomEvent) -> None:
         """Count creations and upgrades; (un)count a group when its creator joins or leaves."""
@@ -60,6 +68,25 @@ class GroupCounter:
             if present and await self._replaced(event.room_id):
                 return  # e.g. a profile change in the old room of an upgrade: it stays replaced
             await self._credit.set_creator_present(event.room_id, event.state_key, present, now)
+        if event.type == "m.room.member" and event.room_id not in self._grown:
+            await self._count_grown_direct_chat(event.room_id, now)
+
+    async def _count_grown_direct_chat(self, room_id: str, now: int) -> None:
+        """Count a direct chat that became a group for its creator (once; idempotent anyway)."""
+        facts = await self._rooms.get_room_facts(room_id)
+        if not facts.became_group or facts.marker in self._counted_kinds or not facts.creator_is_local:
+            return
+        if facts.creator_is_notices:
+            return
+        state = await self._api.get_room_state(room_id, [CREATE])
+        create = state.get(CREATE)
+        if create is None:
+            return
+        creator = create.sender
+        await self._credit.record_group_created(room_id, creator, now)
+        if not await self._still_in(room_id, creator) or await self._replaced(room_id):
+            await self._credit.set_creator_present(room_id, creator, False, now)
+        self._grown.add(room_id)
 
     async def _replaced(self, room_id: str) -> bool:
         """Whether `room_id` was upgraded (it has a tombstone): it no longer counts as a group."""

@@ -185,3 +185,25 @@ def test_the_cli_fails_in_one_line_without_a_module_entry(world: World, tmp_path
     )
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result
     assert "no `modules:` entry" in result.stderr
+
+
+def test_a_direct_chat_that_became_a_group_counts_live_as_the_recount_counts_it(world: World) -> None:
+    # Last in this module: it adds a group of bob's, which the repair tests above do not expect.
+    w = world
+    carol = w.hs.register()
+    dm = w.bob.create_room(is_direct=True, invite=[w.alice.user_id], preset="trusted_private_chat")
+    assert dm.status_code == 200, dm.text
+    room_id = dm.json()["room_id"]
+    assert w.alice.join(room_id).status_code == 200
+    time.sleep(0.5)  # give the live count time to (wrongly) count a direct chat
+    assert groups_created(w, w.bob.user_id) == 0  # a direct chat is no group of bob's
+    assert w.bob.invite(room_id, carol.user_id).status_code == 200  # a third member: a group now
+    wait_groups_created(w, w.bob.user_id, 1)
+    assert changes(recount(w, "after a direct chat grew")) == (0, 0, 0, 0)  # live and recount agree
+    # Its creator leaving stops it counting, as for any group; coming back counts it again.
+    assert w.bob.leave(room_id).status_code == 200
+    wait_groups_created(w, w.bob.user_id, 0)
+    assert w.alice.invite(room_id, w.bob.user_id).status_code == 200
+    assert w.bob.join(room_id).status_code == 200
+    wait_groups_created(w, w.bob.user_id, 1)
+    assert changes(recount(w, "once more")) == (0, 0, 0, 0)
