@@ -6,6 +6,7 @@ Pruning with `max_days: 200` then finds both months expired. Nothing is written 
 except where a test plays a forger or rebuilds the unpartitioned table of an older release.
 """
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,14 @@ import attrs
 import psycopg2
 import pytest
 
-from synapse_compliance.core.partitions import BEFORE, Partition, month_partition, parse_bound
+from synapse_compliance.core.partitions import (
+    BEFORE,
+    Partition,
+    month_partition,
+    month_start,
+    next_month,
+    parse_bound,
+)
 from synapse_compliance.storage.schema import load_deltas
 from tests.e2e.conftest import database
 from tests.e2e.test_archive import ArchiveServer, cli_verify, send
@@ -33,6 +41,7 @@ from tests.harness.homeserver import DatabaseChoice, running_homeserver
 pytestmark = pytest.mark.e2e
 
 REASON = "partition test"
+DAY_MS = 86_400_000
 COLUMNS = (
     "id, room_id, event_id, stream_ordering, sender, type, state_key, origin_server_ts,"
     " archived_ts, event_json, redacts, redacted_by, prev_hash, chain_hash"
@@ -387,3 +396,27 @@ def test_a_new_install_starts_partitioned(tmp_path_factory: pytest.TempPathFacto
                 f" FROM {month.name} WHERE id = ?",
                 (rows[0].id,),
             )
+
+
+def test_next_months_partition_is_made_a_week_ahead(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Run 3 to 4 days before a month ends: the archiver makes that month's partition and, as
+    # the month ends within a week, the next one's too, so the turn of the month costs nothing.
+    now = int(time.time() * 1000)
+    days_back = (now - (month_start(now) - 3 * DAY_MS)) // DAY_MS + 1
+    workdir = tmp_path_factory.mktemp("partition-ahead")
+    with (
+        database("postgresql") as db,
+        clock_shifted(workdir / "clock", days_back),
+        running_homeserver(workdir, db, {}) as hs,
+    ):
+        server = ArchiveServer(hs, db)
+        owner = server.member()
+        room_id = owner.create_group("end of the month")
+        server.run()
+        rows = rows_of(server, room_id)
+        stamp = rows[0].archived_ts
+        assert 3 * DAY_MS <= next_month(stamp) - stamp <= 5 * DAY_MS
+        found = partitions(server)
+        this, following = month_partition(stamp), month_partition(next_month(stamp))
+        assert found[this.name] == this and found[following.name] == following
+        assert {partition_of(server, r.id) for r in rows} == {this.name}
