@@ -2,6 +2,7 @@
 
 import hashlib
 import itertools
+import json
 from typing import Any
 
 import attrs
@@ -157,6 +158,13 @@ def test_the_hash_format_is_pinned() -> None:
     ).encode()
     assert f.canonical() == canonical
     assert chain_hash(GENESIS, f) == hashlib.sha256(bytes(32) + canonical).hexdigest()
+
+
+@given(fields())
+def test_the_encoding_covers_every_field_as_attrs_sees_them(f: ChainedFields) -> None:
+    """`canonical` lists the fields by hand (it runs per archived row): none may be missed."""
+    every = json.dumps(attrs.asdict(f), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert f.canonical() == every.encode("utf-8")
 
 
 @pytest.mark.parametrize("prev", ["", "zz", "0" * 63, "g" * 64])
