@@ -101,7 +101,7 @@ class CreditGate:
     async def standing(self, user_id: str) -> Standing:
         """The user's standing with their live group count (reads the DB: not for the hot path)."""
         state = await self._credit.get_credit(user_id)
-        groups = await self._credit.count_groups_created(user_id)
+        groups = await self._credit.groups.count_groups_created(user_id)
         return Standing(state.score, state.tier, groups)
 
     async def user_may_create_room(self, user_id: str, room_config: JsonDict) -> SpamAnswer:

@@ -112,7 +112,7 @@ class CreditEndpoints:
 
     async def _standing_json(self, user_id: str) -> JsonDict:
         state = await self._store.get_credit(user_id)
-        groups = await self._store.count_groups_created(user_id)
+        groups = await self._store.groups.count_groups_created(user_id)
         joined = await self._groups_joined(user_id) if self._groups_joined is not None else 0
         standing = Standing(state.score, state.tier, groups, groups_joined=joined)
         return standing_json(user_id, standing, state.started)

@@ -1,4 +1,5 @@
-"""Credit state: the ledger, the score and tier per user, and the groups each user created.
+"""Credit state: the ledger, and the score and tier per user (the groups each user created are
+`CreditStore.groups`, storage/groups_created.py).
 
 A user whose credit never changed has no rows: their score is `credit.initial_verified` when
 their identity is verified now, else `credit.initial` (read through the cached `IdentityStore`,
@@ -34,6 +35,7 @@ from synapse_compliance.core.identity import VerificationStatus
 from synapse_compliance.messages import tier_change_notice_body
 from synapse_compliance.notices import notice_content
 from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
+from synapse_compliance.storage.groups_created import GroupsCreatedStore
 from synapse_compliance.storage.identity_store import IdentityStore
 from synapse_compliance.storage.notice_store import enqueue_notice_txn
 from synapse_compliance.storage.schema import SchemaManager
@@ -94,6 +96,7 @@ class CreditStore:
         self._schema = schema
         self._config = config
         self._identities = identities
+        self.groups = GroupsCreatedStore(api, schema)
         # `@cached` needs these two attributes on its owner (SYNAPSE_FACTS §12).
         self.server_name = api.server_name
         self.clock = get_clock(api)
@@ -299,72 +302,6 @@ class CreditStore:
         return await self._api.run_db_interaction("compliance_list_credit_ledger", _txn)
 
     # --- groups created, for `max_groups_created` --------------------------------------------
-
-    async def record_group_created(self, room_id: str, creator: str, now_ms: int) -> None:
-        """Count `room_id` as a group `creator` created (idempotent)."""
-        await self._schema.ready()
-
-        def _txn(txn: LoggingTransaction) -> None:
-            txn.execute(
-                "INSERT INTO compliance_credit_groups (room_id, creator, created_ts) VALUES (?, ?, ?)"
-                " ON CONFLICT (room_id) DO NOTHING",
-                (room_id, creator, now_ms),
-            )
-
-        await self._api.run_db_interaction("compliance_record_group_created", _txn)
-
-    async def record_group_upgraded(
-        self, old_room: str, new_room: str, upgrader: str, present: bool, now_ms: int
-    ) -> None:
-        """An upgrade replaced a counted group: the replacement counts instead (for the upgrader).
-
-        `present`: whether the upgrader is (or is about to be) in the new room; an upgrade
-        replaces rooms nobody counts without effect.
-        """
-        await self._schema.ready()
-
-        def _txn(txn: LoggingTransaction) -> None:
-            txn.execute("SELECT 1 FROM compliance_credit_groups WHERE room_id = ?", (old_room,))
-            if txn.fetchone() is None:
-                return
-            txn.execute(
-                "UPDATE compliance_credit_groups SET ended_ts = ? WHERE room_id = ? AND ended_ts IS NULL",
-                (now_ms, old_room),
-            )
-            txn.execute(
-                "INSERT INTO compliance_credit_groups (room_id, creator, created_ts, ended_ts)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (room_id) DO NOTHING",
-                (new_room, upgrader, now_ms, None if present else now_ms),
-            )
-
-        await self._api.run_db_interaction("compliance_record_group_upgraded", _txn)
-
-    async def set_creator_present(self, room_id: str, user_id: str, present: bool, now_ms: int) -> None:
-        """After `user_id`'s membership changed in `room_id`: if they created it, (un)count it."""
-        await self._schema.ready()
-
-        def _txn(txn: LoggingTransaction) -> None:
-            txn.execute(
-                "UPDATE compliance_credit_groups SET ended_ts = ? WHERE room_id = ? AND creator = ?",
-                (None if present else now_ms, room_id, user_id),
-            )
-
-        await self._api.run_db_interaction("compliance_set_creator_present", _txn)
-
-    async def count_groups_created(self, user_id: str) -> int:
-        """Groups `user_id` created that still count (they have not left them)."""
-        await self._schema.ready()
-
-        def _txn(txn: LoggingTransaction) -> int:
-            txn.execute(
-                "SELECT COUNT(*) FROM compliance_credit_groups WHERE creator = ? AND ended_ts IS NULL",
-                (user_id,),
-            )
-            row = txn.fetchone()
-            assert row is not None  # COUNT(*) always yields a row
-            return int(row[0])
-
-        return await self._api.run_db_interaction("compliance_count_groups_created", _txn)
 
 
 def _get_row_txn(

@@ -50,9 +50,9 @@ class GroupCounter:
         if event.type == "m.room.create" and event.state_key == "" and self._api.is_mine(event.sender):
             predecessor = event.content.get("predecessor")
             if event.content.get(ROOM_KIND_KEY) in self._counted_kinds:
-                await self._credit.record_group_created(event.room_id, event.sender, now)
+                await self._credit.groups.record_group_created(event.room_id, event.sender, now)
             elif isinstance(predecessor, Mapping) and isinstance(predecessor.get("room_id"), str):
-                await self._credit.record_group_upgraded(
+                await self._credit.groups.record_group_upgraded(
                     predecessor["room_id"],
                     event.room_id,
                     event.sender,
@@ -67,7 +67,7 @@ class GroupCounter:
             present = event.membership == "join"
             if present and await self._replaced(event.room_id):
                 return  # e.g. a profile change in the old room of an upgrade: it stays replaced
-            await self._credit.set_creator_present(event.room_id, event.state_key, present, now)
+            await self._credit.groups.set_creator_present(event.room_id, event.state_key, present, now)
         if event.type == "m.room.member" and event.room_id not in self._grown:
             await self._count_grown_direct_chat(event.room_id, now)
 
@@ -83,9 +83,9 @@ class GroupCounter:
         if create is None:
             return
         creator = create.sender
-        await self._credit.record_group_created(room_id, creator, now)
+        await self._credit.groups.record_group_created(room_id, creator, now)
         if not await self._still_in(room_id, creator) or await self._replaced(room_id):
-            await self._credit.set_creator_present(room_id, creator, False, now)
+            await self._credit.groups.set_creator_present(room_id, creator, False, now)
         self._grown.add(room_id)
 
     async def _replaced(self, room_id: str) -> bool:
