@@ -87,11 +87,6 @@ class PartitionOutcome:
     kept: str | None = None
     refused: tuple[tuple[str, str], ...] = ()
 
-    @property
-    def rows(self) -> int:
-        """Rows that went with the partition."""
-        return sum(s.rows for s in self.spans) if self.dropped else 0
-
 
 @attrs.frozen
 class DropRequest:
