@@ -96,6 +96,9 @@ class CreditGate:
             check_event_for_spam=guard("credit.check_event_for_spam", self.check_event_for_spam),
             user_may_join_room=guard("credit.user_may_join_room", self.caps.user_may_join_room),
             user_may_invite=guard("credit.user_may_invite", self.caps.user_may_invite),
+            user_may_send_3pid_invite=guard(
+                "credit.user_may_send_3pid_invite", self.caps.user_may_send_3pid_invite
+            ),
         )
 
     async def standing(self, user_id: str) -> Standing:

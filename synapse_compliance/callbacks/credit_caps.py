@@ -173,6 +173,25 @@ class CreditCaps:
             return self._refuse(decision, inviter)
         return await self._size_refusal(room_id, 1) or NOT_SPAM
 
+    async def user_may_send_3pid_invite(
+        self, inviter: str, medium: str, address: str, room_id: str
+    ) -> SpamAnswer:
+        """Refuse invites by email or phone (no Matrix user has the address) without `may_invite`.
+
+        Synapse asks this only when the identity server knows nobody with the address; when it
+        does, the invite is an ordinary one and `user_may_invite` decides. The group's size is
+        checked when the invitee joins: a pending third-party invite is no member yet.
+        """
+        if not self._api.is_mine(inviter):
+            return NOT_SPAM
+        if not is_governed_room(await self._rooms.get_room_facts(room_id), self._direct_chats):
+            return NOT_SPAM
+        state = await self._credit.get_credit(inviter)
+        decision = decide_invite(Standing(state.score, state.tier))
+        if not decision.allowed and not await self._exemptions.is_exempt(inviter):
+            return self._refuse(decision, inviter)
+        return NOT_SPAM
+
     async def check_power_levels(self, event: EventBase) -> SpamAnswer:
         """Refuse raising a user whose tier lacks `may_manage` to the manager level."""
         sender = event.sender

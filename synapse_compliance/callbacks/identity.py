@@ -71,6 +71,9 @@ class IdentityGate:
             user_may_create_room=guard("identity.user_may_create_room", self.user_may_create_room),
             user_may_join_room=guard("identity.user_may_join_room", self.user_may_join_room),
             user_may_invite=guard("identity.user_may_invite", self.user_may_invite),
+            user_may_send_3pid_invite=guard(
+                "identity.user_may_send_3pid_invite", self.user_may_send_3pid_invite
+            ),
             check_event_for_spam=guard("identity.check_event_for_spam", self.check_event_for_spam),
         )
 
@@ -133,6 +136,24 @@ class IdentityGate:
         if decision.allowed or await self._exemptions.is_exempt(inviter):
             return NOT_SPAM
         if not await self._governed(room_id, adding=1):
+            return NOT_SPAM
+        return self._answer(decision, inviter)
+
+    async def user_may_send_3pid_invite(
+        self, inviter: str, medium: str, address: str, room_id: str
+    ) -> SpamAnswer:
+        """Refuse unverified users inviting by email or phone into a group.
+
+        Asked before the identity server stores the invite (the invite's state event would be
+        refused later anyway, as a send into a group, but after the invite was stored). A
+        pending third-party invite is no member, so a direct chat does not become a group by it.
+        """
+        if _A.INVITE not in self._required or not self._api.is_mine(inviter):
+            return NOT_SPAM
+        decision = await self._refusal(inviter, _A.INVITE)
+        if decision.allowed or await self._exemptions.is_exempt(inviter):
+            return NOT_SPAM
+        if not await self._governed(room_id):
             return NOT_SPAM
         return self._answer(decision, inviter)
 
