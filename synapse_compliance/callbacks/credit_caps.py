@@ -167,11 +167,7 @@ class CreditCaps:
             return NOT_SPAM
         if not is_governed_room(await self._rooms.get_room_facts(room_id), self._direct_chats, 1):
             return NOT_SPAM
-        state = await self._credit.get_credit(inviter)
-        decision = decide_invite(Standing(state.score, state.tier))
-        if not decision.allowed and not await self._exemptions.is_exempt(inviter):
-            return self._refuse(decision, inviter)
-        return await self._size_refusal(room_id, 1) or NOT_SPAM
+        return await self._may_invite_refusal(inviter) or await self._size_refusal(room_id, 1) or NOT_SPAM
 
     async def user_may_send_3pid_invite(
         self, inviter: str, medium: str, address: str, room_id: str
@@ -186,11 +182,15 @@ class CreditCaps:
             return NOT_SPAM
         if not is_governed_room(await self._rooms.get_room_facts(room_id), self._direct_chats):
             return NOT_SPAM
+        return await self._may_invite_refusal(inviter) or NOT_SPAM
+
+    async def _may_invite_refusal(self, inviter: str) -> SpamAnswer | None:
+        """The refusal when `inviter`'s tier lacks `may_invite` (and they are not exempt), else None."""
         state = await self._credit.get_credit(inviter)
         decision = decide_invite(Standing(state.score, state.tier))
-        if not decision.allowed and not await self._exemptions.is_exempt(inviter):
-            return self._refuse(decision, inviter)
-        return NOT_SPAM
+        if decision.allowed or await self._exemptions.is_exempt(inviter):
+            return None
+        return self._refuse(decision, inviter)
 
     async def check_power_levels(self, event: EventBase) -> SpamAnswer:
         """Refuse raising a user whose tier lacks `may_manage` to the manager level."""

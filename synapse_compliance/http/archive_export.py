@@ -49,7 +49,7 @@ from synapse_compliance.storage.archive_export import (
     plan_export,
     read_page,
 )
-from synapse_compliance.storage.archive_store import _txn_query
+from synapse_compliance.storage.archive_rows import txn_query
 from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
 from synapse_compliance.storage.schema import SchemaManager
 
@@ -160,7 +160,7 @@ class ArchiveExportEndpoint:
         started = self._api.get_current_time_msec()
 
         def _start_txn(txn: LoggingTransaction) -> ExportPlan:
-            plan = plan_export(_txn_query(txn), filters, fmt)
+            plan = plan_export(txn_query(txn), filters, fmt)
             entry = AuditEntry(actor, START_ACTION, plan.audit_target, reason, plan.audit_details())
             append_audit_txn(txn, entry, started)
             return plan
@@ -201,7 +201,7 @@ class ArchiveExportEndpoint:
 
     async def _page(self, plan: ExportPlan, after: int) -> EncodedPage:
         def _txn(txn: LoggingTransaction) -> EncodedPage:
-            return read_page(_txn_query(txn), plan, after)
+            return read_page(txn_query(txn), plan, after)
 
         return await self._api.run_db_interaction("compliance_archive_export_page", _txn)
 

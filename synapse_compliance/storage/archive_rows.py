@@ -6,7 +6,7 @@ statement written with `?` placeholders and returns its rows.
 """
 
 from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -34,6 +34,19 @@ class StoredHead:
 
 
 Query = Callable[[str, tuple[object, ...]], list[tuple[Any, ...]]]
+
+if TYPE_CHECKING:  # Synapse-free at run time (the CLI imports this module)
+    from synapse.module_api import LoggingTransaction
+
+
+def txn_query(txn: "LoggingTransaction") -> Query:
+    """A `Query` running inside one of Synapse's transactions."""
+
+    def query(sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        txn.execute(sql, args)
+        return [tuple(r) for r in txn.fetchall()]
+
+    return query
 
 
 def read_heads(query: Query, room_id: str | None) -> list[StoredHead]:

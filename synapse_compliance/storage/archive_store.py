@@ -13,7 +13,6 @@ batch's month has one).
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import attrs
 from synapse.module_api import LoggingTransaction, ModuleApi
@@ -32,7 +31,13 @@ from synapse_compliance.storage.archive_partitions import (
     PartitionKeeper,
     partitions_if_partitioned_txn,
 )
-from synapse_compliance.storage.archive_rows import Query, StoredHead, read_anchor, read_heads, read_rows_page
+from synapse_compliance.storage.archive_rows import (
+    StoredHead,
+    read_anchor,
+    read_heads,
+    read_rows_page,
+    txn_query,
+)
 from synapse_compliance.storage.schema import SchemaManager
 
 FORWARD = "forward"
@@ -182,7 +187,7 @@ class ArchiveStore:
         await self._schema.ready()
 
         def _txn(txn: LoggingTransaction) -> list[StoredHead]:
-            return read_heads(_txn_query(txn), room_id)
+            return read_heads(txn_query(txn), room_id)
 
         return await self._api.run_db_interaction("compliance_archive_heads", _txn)
 
@@ -190,7 +195,7 @@ class ArchiveStore:
         """A room's anchor as it is now (None: its chain was never pruned)."""
 
         def _txn(txn: LoggingTransaction) -> ChainAnchor | None:
-            return read_anchor(_txn_query(txn), room_id)
+            return read_anchor(txn_query(txn), room_id)
 
         return await self._api.run_db_interaction("compliance_archive_anchor", _txn)
 
@@ -198,7 +203,7 @@ class ArchiveStore:
         """A room's rows with `after_id < id <= upto_id`, in id order, at most `limit`."""
 
         def _txn(txn: LoggingTransaction) -> list[ChainedRow]:
-            return read_rows_page(_txn_query(txn), room_id, after_id, upto_id, limit)
+            return read_rows_page(txn_query(txn), room_id, after_id, upto_id, limit)
 
         return await self._api.run_db_interaction("compliance_archive_rows_page", _txn)
 
@@ -214,14 +219,6 @@ def _read_events_txn(txn: LoggingTransaction, where: str, args: tuple[int, int, 
     return [
         StoredEvent(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6]), str(r[7])) for r in txn.fetchall()
     ]
-
-
-def _txn_query(txn: LoggingTransaction) -> Query:
-    def query(sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        txn.execute(sql, args)
-        return [tuple(r) for r in txn.fetchall()]
-
-    return query
 
 
 def _cursor_txn(txn: LoggingTransaction, name: str) -> int:

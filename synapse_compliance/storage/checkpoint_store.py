@@ -10,7 +10,7 @@ run the same checks over a plain connection; Synapse types are imported for type
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from signedjson.types import SigningKey, VerifyKey
@@ -29,7 +29,7 @@ from synapse_compliance.core.checkpoints import (
     same_heads,
     sign_checkpoint,
 )
-from synapse_compliance.storage.archive_rows import Query, anchor_lookup, read_heads
+from synapse_compliance.storage.archive_rows import Query, anchor_lookup, read_heads, txn_query
 from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
 
 if TYPE_CHECKING:
@@ -119,14 +119,6 @@ def verify_checkpoints_query(
     return run_steps(steps, query)
 
 
-def _txn_query(txn: "LoggingTransaction") -> Query:
-    def query(sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        txn.execute(sql, args)
-        return [tuple(r) for r in txn.fetchall()]
-
-    return query
-
-
 class CheckpointStore:
     """Makes, lists and checks signed checkpoints."""
 
@@ -153,7 +145,7 @@ class CheckpointStore:
     def _make_txn(
         self, txn: "LoggingTransaction", key: SigningKey, now_ms: int, audit: AuditEntry | None
     ) -> MadeCheckpoint:
-        query = _txn_query(txn)
+        query = txn_query(txn)
         latest_rows = read_latest(query, 1)
         latest: SignedCheckpoint | None = None
         if latest_rows:
@@ -185,7 +177,7 @@ class CheckpointStore:
         """The highest archive row id (0 while empty): it grows with every row archived."""
 
         def _txn(txn: "LoggingTransaction") -> int:
-            rows = _txn_query(txn)("SELECT COALESCE(MAX(id), 0) FROM compliance_archive", ())
+            rows = txn_query(txn)("SELECT COALESCE(MAX(id), 0) FROM compliance_archive", ())
             return int(rows[0][0]) if rows else 0
 
         return await self._api.run_db_interaction("compliance_checkpoint_max_archive_id", _txn)
@@ -195,7 +187,7 @@ class CheckpointStore:
         await self._schema.ready()
 
         def _txn(txn: "LoggingTransaction") -> list[StoredCheckpoint]:
-            rows = _txn_query(txn)(
+            rows = txn_query(txn)(
                 "SELECT seq, document FROM compliance_archive_checkpoints"
                 " WHERE sink_written_ts IS NULL ORDER BY seq LIMIT ?",
                 (limit,),
@@ -220,7 +212,7 @@ class CheckpointStore:
         await self._schema.ready()
 
         def _txn(txn: "LoggingTransaction") -> CheckpointStatus:
-            query = _txn_query(txn)
+            query = txn_query(txn)
             latest = query(
                 "SELECT seq, created_ts FROM compliance_archive_checkpoints ORDER BY seq DESC LIMIT 1", ()
             )
@@ -246,6 +238,6 @@ class CheckpointStore:
         await self._schema.ready()
 
         def _txn(txn: "LoggingTransaction") -> CheckpointReport:
-            return verify_checkpoints_query(_txn_query(txn), keys, count, room_id, anchors)
+            return verify_checkpoints_query(txn_query(txn), keys, count, room_id, anchors)
 
         return await self._api.run_db_interaction("compliance_verify_checkpoints", _txn)

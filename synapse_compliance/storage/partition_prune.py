@@ -36,7 +36,7 @@ from synapse_compliance.core.archive_chain import (
 )
 from synapse_compliance.core.partitions import BEFORE, Partition, is_month_name
 from synapse_compliance.storage.archive_partitions import partitions_if_partitioned_txn
-from synapse_compliance.storage.archive_rows import ROW_COLUMNS, Query, chained_row, read_anchors
+from synapse_compliance.storage.archive_rows import ROW_COLUMNS, chained_row, read_anchors, txn_query
 from synapse_compliance.storage.audit_store import AuditEntry, audit_statement
 from synapse_compliance.storage.hold_store import (
     held_room_ids_txn,
@@ -174,7 +174,7 @@ class PartitionPruneStore:
         if await self._api.run_db_interaction("compliance_partition_held", _held_txn, name):
             return PartitionOutcome(partition, False, kept=HELD)
         anchors = await self._api.run_db_interaction(
-            "compliance_partition_anchors", lambda txn: read_anchors(_txn_query(txn))
+            "compliance_partition_anchors", lambda txn: read_anchors(txn_query(txn))
         )
         walk = _Walk(anchors)
         after = ("", 0)
@@ -228,14 +228,6 @@ def _checked_name(partition: Partition) -> str:
     return partition.name
 
 
-def _txn_query(txn: LoggingTransaction) -> Query:
-    def query(sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
-        txn.execute(sql, args)
-        return [tuple(r) for r in txn.fetchall()]
-
-    return query
-
-
 def _page_txn(txn: LoggingTransaction, name: str, after: tuple[str, int]) -> list[ChainedRow]:
     txn.execute(
         f"SELECT {ROW_COLUMNS} FROM {name} WHERE (room_id, id) > (?, ?)"  # noqa: S608 (checked name)
@@ -273,7 +265,7 @@ def _unchanged_txn(txn: LoggingTransaction, name: str, spans: Sequence[RoomSpan]
         hashes = {int(r[0]): str(r[1]) for r in txn.fetchall()}
         if any(hashes.get(s.last_id) != s.last_hash for s in spans):
             return False
-    anchors = read_anchors(_txn_query(txn))
+    anchors = read_anchors(txn_query(txn))
     return all(anchors.get(s.room_id) == s.start for s in spans)
 
 

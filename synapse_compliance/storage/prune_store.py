@@ -18,7 +18,7 @@ from synapse.module_api import LoggingTransaction, ModuleApi
 
 from synapse_compliance.core.archive_chain import ChainedRow, ChainWalker
 from synapse_compliance.core.retention import RetentionRow, holds_for, prunable_prefix
-from synapse_compliance.storage.archive_rows import Query, read_anchor, read_rows_page
+from synapse_compliance.storage.archive_rows import read_anchor, read_rows_page, txn_query
 from synapse_compliance.storage.audit_store import AuditEntry, append_audit_txn
 from synapse_compliance.storage.hold_store import held_user_ids_txn, room_held_txn, touch_holds_version_txn
 from synapse_compliance.storage.schema import SchemaManager
@@ -101,14 +101,6 @@ class PruneStore:
         return await self._api.run_db_interaction("compliance_prune_batch", _prune_txn, request, now)
 
 
-def _txn_query(txn: LoggingTransaction) -> Query:
-    def query(sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
-        txn.execute(sql, args)
-        return [tuple(r) for r in txn.fetchall()]
-
-    return query
-
-
 def _retention_row(row: ChainedRow) -> RetentionRow:
     f = row.fields
     return RetentionRow(row.id, f.archived_ts, f.sender, f.state_key)
@@ -117,7 +109,7 @@ def _retention_row(row: ChainedRow) -> RetentionRow:
 def _prune_txn(txn: LoggingTransaction, request: PruneRequest, now: int) -> PrunedBatch:
     room_id = request.room_id
     touch_holds_version_txn(txn)  # serialize with hold changes (see hold_store)
-    query = _txn_query(txn)
+    query = txn_query(txn)
     anchor = read_anchor(query, room_id)
     rows: Sequence[ChainedRow] = read_rows_page(query, room_id, 0, _MAX_ID, request.batch_size)
     holds = holds_for(room_held_txn(txn, room_id), held_user_ids_txn(txn))
